@@ -1,0 +1,547 @@
+"""Chores for model.ipynb: loading and checking MNIST, input pipelines, training
+bookkeeping, saving models, figures and metrics, plotting, and reading a user's digit.
+
+The notebook tells the story (data, model definitions, results); this module holds
+the reusable pieces so that the notebook, the tests, `predict.py` and the benchmarks
+share one implementation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import struct
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+CLASS_NAMES = [str(digit) for digit in range(NUM_CLASSES)]
+
+# The four IDX files of the original MNIST release, and the counts they must hold.
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+EXPECTED_COUNTS = {"train": 60000, "test": 10000}
+IDX_UINT8 = 0x08
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+MNIST_DIR_HINT = (
+    "Set MNIST_DIR to a folder holding the four MNIST IDX files (gzip-compressed or raw) "
+    "or a Keras-style mnist.npz, for example: export MNIST_DIR=../shared/data/mnist"
+)
+
+
+# --------------------------------------------------------------------------------------
+# Data: reading and checking MNIST
+# --------------------------------------------------------------------------------------
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (raw, or gzip-compressed when its name ends in .gz).
+
+    Returns a uint8 array shaped as the header says. Raises FileNotFoundError for a
+    missing file and ValueError, naming the file and what is wrong, for a file that is
+    truncated, not gzip, or has a bad magic number or sizes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file. {MNIST_DIR_HINT}")
+    compressed = path.name.endswith(".gz")
+    try:
+        if compressed:
+            with gzip.open(path, "rb") as handle:
+                data = handle.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(
+            f"{path}: cannot be decompressed ({error}); the file is truncated or not gzip. "
+            "Download it again or replace it with an intact copy."
+        ) from error
+
+    if len(data) < 4:
+        raise ValueError(f"{path}: only {len(data)} bytes, too short for an IDX header; the file is truncated.")
+    magic = struct.unpack(">I", data[:4])[0]
+    zero_bytes, type_code, dimensions = data[:2], data[2], data[3]
+    if zero_bytes != b"\x00\x00" or type_code != IDX_UINT8 or dimensions not in (1, 3):
+        raise ValueError(
+            f"{path}: bad magic number 0x{magic:08x}; expected 0x{LABELS_MAGIC:08x} (labels) or "
+            f"0x{IMAGES_MAGIC:08x} (images). This is not an MNIST IDX file."
+        )
+    header_size = 4 + 4 * dimensions
+    if len(data) < header_size:
+        raise ValueError(f"{path}: the IDX header is cut short ({len(data)} bytes); the file is truncated.")
+    shape = struct.unpack(f">{dimensions}I", data[4:header_size])
+    expected_bytes = math.prod(shape)
+    actual_bytes = len(data) - header_size
+    if actual_bytes != expected_bytes:
+        problem = "truncated" if actual_bytes < expected_bytes else "longer than its header says"
+        raise ValueError(
+            f"{path}: the header promises shape {shape} ({expected_bytes} bytes of data) but the file "
+            f"holds {actual_bytes}; it is {problem}. Download it again."
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def check_split(images: np.ndarray, labels: np.ndarray, split: str, source: str) -> None:
+    """Check one split (train or test) of MNIST: shapes, counts, dtype and label range."""
+    expected = EXPECTED_COUNTS[split]
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"{source}: {split} images have shape {images.shape}; expected (N, 28, 28).")
+    if labels.ndim != 1:
+        raise ValueError(f"{source}: {split} labels have shape {labels.shape}; expected (N,).")
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{source}: {len(images)} {split} images but {len(labels)} {split} labels; "
+            "image and label files do not belong together."
+        )
+    if len(images) != expected:
+        raise ValueError(f"{source}: {len(images)} {split} images; MNIST has {expected}.")
+    if images.dtype != np.uint8 or labels.dtype != np.uint8:
+        raise ValueError(f"{source}: {split} arrays are {images.dtype}/{labels.dtype}; expected uint8.")
+    if labels.size and labels.max() >= NUM_CLASSES:
+        raise ValueError(f"{source}: {split} labels go up to {labels.max()}; MNIST labels are 0-9.")
+
+
+def _find_idx_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def load_mnist_npz(path: str | os.PathLike):
+    """Load a Keras-style mnist.npz (keys x_train, y_train, x_test, y_test), without pickle."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file. {MNIST_DIR_HINT}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
+            if missing:
+                raise ValueError(
+                    f"{path}: missing arrays {sorted(missing)}; a Keras mnist.npz holds "
+                    "x_train, y_train, x_test and y_test."
+                )
+            arrays = [archive[key] for key in ("x_train", "y_train", "x_test", "y_test")]
+    except (OSError, zlib.error, EOFError) as error:
+        raise ValueError(f"{path}: not a readable .npz file ({error}). Download it again.") from error
+    x_train, y_train, x_test, y_test = arrays
+    check_split(x_train, y_train, "train", str(path))
+    check_split(x_test, y_test, "test", str(path))
+    return (x_train, y_train), (x_test, y_test)
+
+
+def load_mnist_folder(folder: str | os.PathLike):
+    """Load MNIST from a folder of the four IDX files, or from mnist.npz in it (or a path to it)."""
+    folder = Path(folder).expanduser()
+    if folder.is_file() and folder.suffix == ".npz":
+        return load_mnist_npz(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"MNIST folder {folder} does not exist. {MNIST_DIR_HINT}")
+    found = {key: _find_idx_file(folder, stem) for key, stem in MNIST_FILES.items()}
+    if all(path is None for path in found.values()) and (folder / "mnist.npz").is_file():
+        return load_mnist_npz(folder / "mnist.npz")
+    missing = [MNIST_FILES[key] + "[.gz]" for key, path in found.items() if path is None]
+    if missing:
+        raise FileNotFoundError(f"{folder}: missing {', '.join(missing)}. {MNIST_DIR_HINT}")
+    arrays = {key: read_idx(path) for key, path in found.items()}
+    for key, kind in (("train_images", 3), ("test_images", 3), ("train_labels", 1), ("test_labels", 1)):
+        if arrays[key].ndim != kind:
+            raise ValueError(
+                f"{found[key]}: holds a {arrays[key].ndim}-dimensional array; expected "
+                f"{'images (N, 28, 28)' if kind == 3 else 'labels (N,)'}. Are the files swapped?"
+            )
+    for split in ("train", "test"):
+        source = f"{found[split + '_images']} + {found[split + '_labels'].name}"
+        check_split(arrays[split + "_images"], arrays[split + "_labels"], split, source)
+    return (arrays["train_images"], arrays["train_labels"]), (arrays["test_images"], arrays["test_labels"])
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None):
+    """Return MNIST as ((x_train, y_train), (x_test, y_test)), uint8 arrays.
+
+    Source, in order: `data_dir`, else the MNIST_DIR environment variable (a folder of
+    the four IDX files, gzip-compressed or raw, or a Keras-style mnist.npz), else
+    `keras.datasets.mnist.load_data()`, which downloads and caches for users online.
+    """
+    if data_dir is None:
+        data_dir = os.environ.get("MNIST_DIR") or None
+    if data_dir is not None:
+        return load_mnist_folder(data_dir)
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    except Exception as error:  # Any failure here is a failed download: say how to go offline.
+        raise RuntimeError(
+            f"No local MNIST was given and the download failed ({type(error).__name__}: {error}). "
+            + MNIST_DIR_HINT
+        ) from error
+    check_split(x_train, y_train, "train", "keras.datasets.mnist")
+    check_split(x_test, y_test, "test", "keras.datasets.mnist")
+    return (x_train, y_train), (x_test, y_test)
+
+
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """Scale uint8 images (N, 28, 28) to float32 in [0, 1] with a channel axis: (N, 28, 28, 1)."""
+    images = np.asarray(images)
+    return (images.astype(np.float32) / np.float32(255.0))[..., np.newaxis]
+
+
+def split_validation(images: np.ndarray, labels: np.ndarray, validation_split: float):
+    """Hold out the last `validation_split` of the data, as Keras' `validation_split` does."""
+    if not 0.0 < validation_split < 1.0:
+        raise ValueError(f"validation_split={validation_split!r}; use a fraction between 0 and 1, such as 0.2.")
+    cut = int(len(images) * (1.0 - validation_split))
+    return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
+
+
+# --------------------------------------------------------------------------------------
+# Input pipeline and training bookkeeping
+# --------------------------------------------------------------------------------------
+
+
+def make_dataset(images, labels, batch_size, shuffle=False, seed=0, augmentation=None):
+    """A cached, prefetched tf.data pipeline of float32 batches.
+
+    `augmentation` is an optional Keras layer (or Sequential of preprocessing layers)
+    applied to each training batch, so the saved models stay free of augmentation layers.
+    """
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if augmentation is not None:
+        dataset = dataset.map(
+            lambda batch, batch_labels: (augmentation(batch, training=True), batch_labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_logger(model_name: str):
+    """A Keras callback that prints one line per epoch (loss, accuracy, learning rate, seconds).
+
+    Rendered notebooks then show a short log instead of thousands of progress-bar updates.
+    """
+    import keras
+
+    class EpochLogger(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.total_epochs = self.params.get("epochs")
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            seconds = time.perf_counter() - self.epoch_start
+            learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            parts = [f"{model_name:>14} epoch {epoch + 1:2d}/{self.total_epochs}"]
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                if key in logs:
+                    parts.append(f"{key} {logs[key]:.4f}")
+            parts.append(f"lr {learning_rate:.2e}")
+            parts.append(f"{seconds:5.1f} s")
+            print("  ".join(parts), flush=True)
+
+    return EpochLogger()
+
+
+def fit_timed(model, train_data, validation_data, epochs, model_name, callbacks=()):
+    """Train with one log line per epoch; return (history dict, training seconds)."""
+    start = time.perf_counter()
+    history = model.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[epoch_logger(model_name), *callbacks],
+    )
+    seconds = time.perf_counter() - start
+    return {key: [float(value) for value in values] for key, values in history.history.items()}, seconds
+
+
+# --------------------------------------------------------------------------------------
+# Results are files: models, figures, metrics
+# --------------------------------------------------------------------------------------
+
+
+def _atomic_target(path: Path):
+    """A temporary file beside `path` that keeps its suffix, to be renamed over it once complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    return Path(temporary)
+
+
+def save_model_checked(model, path, sample_inputs, tolerance=1e-5):
+    """Save a Keras model, reload it in safe mode and check it predicts as the trained one.
+
+    The file is written beside its final name and renamed only after the check passes,
+    so a failed save never replaces a good model. Returns the reloaded model.
+    """
+    import keras
+
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: models are saved in the native Keras format; use a name ending in .keras.")
+    temporary = _atomic_target(path)
+    try:
+        model.save(temporary)
+        reloaded = keras.saving.load_model(temporary, safe_mode=True)
+        expected = model.predict(sample_inputs, verbose=0)
+        actual = reloaded.predict(sample_inputs, verbose=0)
+        if not np.allclose(expected, actual, atol=tolerance):
+            worst = float(np.max(np.abs(expected - actual)))
+            raise ValueError(f"{path}: the reloaded model predicts differently (max difference {worst:.2e}).")
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return reloaded
+
+
+def save_fig(fig, name: str, folder, dpi: int = 120) -> Path:
+    """Save a Matplotlib figure as `folder/name.png` (written whole, then renamed into place)."""
+    path = Path(folder) / f"{name}.png"
+    temporary = _atomic_target(path)
+    try:
+        fig.savefig(temporary, dpi=dpi, bbox_inches="tight", facecolor="white")
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return path
+
+
+def write_json(data, path) -> Path:
+    """Write JSON (indented, keys in order given) to `path`, whole or not at all."""
+    path = Path(path)
+    temporary = _atomic_target(path)
+    try:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return path
+
+
+def count_params(model) -> int:
+    """Number of trainable and non-trainable weights of a Keras model."""
+    return int(model.count_params())
+
+
+# --------------------------------------------------------------------------------------
+# Plotting: every function returns a Matplotlib figure for save_fig
+# --------------------------------------------------------------------------------------
+
+MODEL_COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974"]
+
+
+def plot_class_balance(train_labels, test_labels):
+    """Bar chart of how many images of each digit the train and test sets hold."""
+    import matplotlib.pyplot as plt
+
+    train_counts = np.bincount(train_labels, minlength=NUM_CLASSES)
+    test_counts = np.bincount(test_labels, minlength=NUM_CLASSES)
+    fig, axis = plt.subplots(figsize=(8, 3.6))
+    positions = np.arange(NUM_CLASSES)
+    axis.bar(positions - 0.2, train_counts, width=0.4, label=f"train ({train_counts.sum():,})")
+    axis.bar(positions + 0.2, test_counts, width=0.4, label=f"test ({test_counts.sum():,})")
+    axis.set_xticks(positions, CLASS_NAMES)
+    axis.set_xlabel("digit")
+    axis.set_ylabel("images")
+    axis.set_title("Class balance of MNIST")
+    axis.legend()
+    return fig
+
+
+def plot_digit_grid(images, titles, columns=10, title_colors=None, suptitle=None, cell_size=1.2):
+    """A grid of 28x28 digits, each with a short title (a label or 'true/predicted')."""
+    import matplotlib.pyplot as plt
+
+    count = len(images)
+    rows = max(1, math.ceil(count / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * cell_size, rows * (cell_size + 0.25)))
+    axes = np.atleast_1d(axes).ravel()
+    for index, axis in enumerate(axes):
+        axis.axis("off")
+        if index >= count:
+            continue
+        axis.imshow(np.squeeze(images[index]), cmap="gray_r", vmin=0, vmax=np.max(images[index]) or 1)
+        color = title_colors[index] if title_colors is not None else "black"
+        axis.set_title(titles[index], fontsize=9, color=color)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history, model_name):
+    """Loss and accuracy per epoch, training vs validation, for one model."""
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for axis, key, label in ((loss_axis, "loss", "loss"), (accuracy_axis, "accuracy", "accuracy")):
+        axis.plot(epochs, history[key], "o-", label=f"training {label}")
+        if "val_" + key in history:
+            axis.plot(epochs, history["val_" + key], "s-", label=f"validation {label}")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    best_epoch = int(np.argmax(history["val_accuracy"])) + 1 if "val_accuracy" in history else None
+    if best_epoch:
+        accuracy_axis.axvline(best_epoch, color="gray", linestyle=":", label="best validation")
+    loss_axis.set_title(f"{model_name}: loss")
+    accuracy_axis.set_title(f"{model_name}: accuracy")
+    fig.tight_layout()
+    return fig
+
+
+def plot_validation_overlay(histories: dict):
+    """Validation loss and accuracy of several models on shared axes."""
+    import matplotlib.pyplot as plt
+
+    fig, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(12, 4))
+    for color, (name, history) in zip(MODEL_COLORS, histories.items()):
+        epochs = np.arange(1, len(history["val_loss"]) + 1)
+        loss_axis.plot(epochs, history["val_loss"], "o-", color=color, label=name, markersize=3)
+        accuracy_axis.plot(epochs, np.array(history["val_accuracy"]) * 100, "o-", color=color, label=name, markersize=3)
+    loss_axis.set_title("Validation loss")
+    accuracy_axis.set_title("Validation accuracy")
+    accuracy_axis.set_ylabel("accuracy (%)")
+    loss_axis.set_ylabel("cross-entropy")
+    # Start the accuracy axis where the curves are, so late-epoch differences stay visible.
+    lows = [np.percentile(np.array(h["val_accuracy"]) * 100, 10) for h in histories.values()]
+    accuracy_axis.set_ylim(max(min(lows) - 0.3, 0), 100)
+    for axis in (loss_axis, accuracy_axis):
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrices(matrices: dict, normalize=False, columns=3):
+    """Confusion matrices (true rows, predicted columns) with counts, one panel per model."""
+    import matplotlib.pyplot as plt
+
+    count = len(matrices)
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.8 * rows), squeeze=False)
+    for axis in axes.ravel()[count:]:
+        axis.axis("off")
+    for axis, (name, matrix) in zip(axes.ravel(), matrices.items()):
+        matrix = np.asarray(matrix, dtype=float)
+        shown = matrix / matrix.sum(axis=1, keepdims=True) if normalize else matrix
+        # A log-like scale would hide the diagonal; instead colour off-diagonal errors only.
+        errors = shown.copy()
+        np.fill_diagonal(errors, 0)
+        axis.imshow(errors, cmap="Reds", vmin=0, vmax=max(errors.max(), 1e-9))
+        for true_label in range(shown.shape[0]):
+            for predicted_label in range(shown.shape[1]):
+                value = shown[true_label, predicted_label]
+                if value == 0:
+                    continue
+                text = f"{value:.3f}" if normalize else f"{int(value)}"
+                on_diagonal = true_label == predicted_label
+                axis.text(predicted_label, true_label, text, ha="center", va="center",
+                          fontsize=6.5 if normalize else 7.5, fontweight="bold" if on_diagonal else "normal",
+                          color="#1f4e79" if on_diagonal else "black")
+        errors_total = int(matrix.sum() - np.trace(matrix))
+        axis.set_title(f"{name} ({errors_total} errors)")
+        axis.set_xticks(range(NUM_CLASSES), CLASS_NAMES)
+        axis.set_yticks(range(NUM_CLASSES), CLASS_NAMES)
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("true")
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_bars(values: dict, title: str, ylabel: str, value_format="{:.2f}", higher_is_better=True):
+    """Bar chart of one metric per model, values written on the bars, the axis zoomed to the data."""
+    import matplotlib.pyplot as plt
+
+    names = list(values)
+    numbers = np.array([values[name] for name in names], dtype=float)
+    fig, axis = plt.subplots(figsize=(max(6, 1.2 * len(names) + 2), 4))
+    bars = axis.bar(names, numbers, color=MODEL_COLORS[: len(names)] if len(names) <= len(MODEL_COLORS) else None)
+    span = numbers.max() - numbers.min()
+    margin = max(span * 0.35, abs(numbers.max()) * 0.002, 1e-6)
+    low = max(0.0, numbers.min() - margin) if higher_is_better else 0.0
+    axis.set_ylim(low, numbers.max() + margin)
+    best = int(np.argmax(numbers) if higher_is_better else np.argmin(numbers))
+    for index, (bar, number) in enumerate(zip(bars, numbers)):
+        axis.annotate(value_format.format(number), (bar.get_x() + bar.get_width() / 2, number),
+                      ha="center", va="bottom", xytext=(0, 3), textcoords="offset points",
+                      fontsize=9, fontweight="bold" if index == best else "normal")
+    axis.set_title(title + ("  (axis does not start at 0)" if low > 0 else ""))
+    axis.set_ylabel(ylabel)
+    axis.tick_params(axis="x", rotation=20 if len(names) > 4 else 0)
+    axis.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Writing results as prose and tables (from metrics.json, never by hand)
+# --------------------------------------------------------------------------------------
+
+
+def results_table_markdown(metrics: dict) -> str:
+    """A Markdown table of every model in metrics['models'] (ensembles included)."""
+    lines = [
+        "| model | test accuracy | test loss | parameters | epochs | training seconds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, entry in metrics["models"].items():
+        params = f"{entry['params']:,}" if "params" in entry else "-"
+        epochs = str(entry.get("epochs", "-"))
+        seconds = f"{entry['train_seconds']:.0f}" if "train_seconds" in entry else "-"
+        if "members" in entry:
+            name = f"{name} (mean of {', '.join(entry['members'])})"
+        lines.append(
+            f"| {name} | {entry['test_accuracy'] * 100:.2f}% | {entry['test_loss']:.4f} | {params} | {epochs} | {seconds} |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme_results(readme_path, metrics: dict, start="<!-- results:start -->", end="<!-- results:end -->"):
+    """Replace the text between the two markers in the README with the results table."""
+    readme_path = Path(readme_path)
+    text = readme_path.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme_path}: markers {start} and {end} not found; add them where the table goes.")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    run = metrics["run"]
+    caption = (
+        f"\n_From `figures/metrics.json` of the committed full run: TensorFlow {run['tensorflow']}, "
+        f"Keras {run['keras']}, {run.get('cpu', 'CPU')}, whole notebook {run['total_seconds'] / 60:.1f} min._\n\n"
+    )
+    readme_path.write_text(head + start + caption + results_table_markdown(metrics) + "\n" + end + tail)
+
+
+# --------------------------------------------------------------------------------------
+# Reading a user's digit
+# --------------------------------------------------------------------------------------
+# >>> digit input (issue 4)
+# <<< digit input
