@@ -341,6 +341,42 @@ def write_json(data, path) -> Path:
     return path
 
 
+def cpu_description() -> str:
+    """The processor's model name and the number of cores this process may use, e.g. 'AMD EPYC, 2 cores'."""
+    model_name = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if model_name is None:
+        import platform
+
+        model_name = platform.processor() or platform.machine() or "unknown CPU"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model_name}, {cores} cores"
+
+
+class SectionTimer:
+    """Wall-clock seconds per notebook section: call `start(name)` as each section begins."""
+
+    def __init__(self):
+        self.seconds = {}
+        self._current = None
+
+    def start(self, name: str) -> None:
+        self.stop()
+        self._current = (name, time.perf_counter())
+
+    def stop(self) -> None:
+        if self._current is not None:
+            name, started = self._current
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 1)
+            self._current = None
+
+
 def count_params(model) -> int:
     """Number of trainable and non-trainable weights of a Keras model."""
     return int(model.count_params())
@@ -524,6 +560,52 @@ def results_table_markdown(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
+    """The notebook's conclusion, written from the metrics of this run.
+
+    `targets` maps a model name to the test accuracy (a fraction) it was meant to reach.
+    """
+    run, models = metrics["run"], metrics["models"]
+    test_images = run["test_images"]
+    ranked = sorted(models, key=lambda name: models[name]["test_accuracy"], reverse=True)
+    best = ranked[0]
+
+    def errors(name):
+        return round((1 - models[name]["test_accuracy"]) * test_images)
+
+    lines = []
+    if run.get("quick"):
+        lines.append("> **Quick run**: a small slice of MNIST and few epochs, for smoke tests only; "
+                     "these numbers say nothing about the models.\n")
+    lines.append(
+        f"**{best}** is the most accurate model of this run: {models[best]['test_accuracy'] * 100:.2f}% "
+        f"test accuracy, {errors(best)} of {test_images:,} test digits wrong."
+    )
+    lines.append("")
+    for name in ranked:
+        entry = models[name]
+        detail = f"mean of {', '.join(entry['members'])}" if "members" in entry else (
+            f"{entry['params']:,} parameters, {entry['epochs']} epochs in {entry['train_seconds']:.0f} s")
+        lines.append(f"- `{name}`: {entry['test_accuracy'] * 100:.2f}% ({errors(name)} errors), "
+                     f"test loss {entry['test_loss']:.4f}; {detail}.")
+    for better, worse in (("cnn_basic", "dnn"), ("cnn_optimized", "cnn_basic")):
+        if better in models and worse in models and errors(worse) > 0:
+            change = 1 - errors(better) / errors(worse)
+            verb = "removes" if change >= 0 else "adds"
+            lines.append(f"\n`{better}` {verb} {abs(change) * 100:.0f}% of the errors of `{worse}` "
+                         f"({errors(worse)} -> {errors(better)}).")
+    if targets:
+        lines.append("\nTargets of the full run:")
+        for name, target in targets.items():
+            if name not in models:
+                continue
+            reached = models[name]["test_accuracy"]
+            verdict = "met" if reached >= target else f"missed by {(target - reached) * 100:.2f} points"
+            lines.append(f"- `{name}` at least {target * 100:.1f}%: {reached * 100:.2f}%, {verdict}.")
+    lines.append(f"\nThe whole notebook ran in {run['total_seconds'] / 60:.1f} minutes on {run.get('cpu', 'this CPU')}.")
+    return "\n".join(lines)
+
+
 def update_readme_results(readme_path, metrics: dict, start="<!-- results:start -->", end="<!-- results:end -->"):
     """Replace the text between the two markers in the README with the results table."""
     readme_path = Path(readme_path)
@@ -545,3 +627,10 @@ def update_readme_results(readme_path, metrics: dict, start="<!-- results:start 
 # --------------------------------------------------------------------------------------
 # >>> digit input (issue 4)
 # <<< digit input
+
+
+# --------------------------------------------------------------------------------------
+# Model cost
+# --------------------------------------------------------------------------------------
+# >>> model cost (issue 5)
+# <<< model cost
