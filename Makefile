@@ -25,6 +25,7 @@ test: $(VENV)/installed
 	$(BIN)/pytest -q tests
 
 quick: $(VENV)/installed
+	mkdir -p /tmp/mnist-quick
 	$(BIN)/papermill model.ipynb /tmp/mnist-quick/model.ipynb -p QUICK True -p OUTPUT_DIR /tmp/mnist-quick
 
 benchmark: $(VENV)/installed

@@ -232,6 +232,45 @@ def make_dataset(images, labels, batch_size, shuffle=False, seed=0, augmentation
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def random_affine_layer(max_degrees=10.0, max_shift=0.1, max_zoom=0.1, seed=None):
+    """A Keras preprocessing layer that rotates, shifts and zooms each image at random, never flips.
+
+    It does what RandomRotation, RandomTranslation and RandomZoom do together (constant zero
+    fill), in one affine resampling per image instead of three: on a 2-core CPU the three
+    stock layers cost more than the training step itself. `max_shift` and `max_zoom` are
+    fractions of the image size, `max_degrees` is in degrees. Active only with training=True.
+    """
+    import keras
+
+    class RandomAffine(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.generator = keras.random.SeedGenerator(seed)
+
+        def call(self, images, training=True):
+            if not training:
+                return images
+            ops = keras.ops
+            count = ops.shape(images)[0]
+            height, width = images.shape[1], images.shape[2]
+            angle = keras.random.uniform((count,), -max_degrees, max_degrees, seed=self.generator) * (math.pi / 180)
+            zoom = keras.random.uniform((count,), 1 - max_zoom, 1 + max_zoom, seed=self.generator)
+            shift_x = keras.random.uniform((count,), -max_shift, max_shift, seed=self.generator) * width
+            shift_y = keras.random.uniform((count,), -max_shift, max_shift, seed=self.generator) * height
+            # The transform maps each output pixel to the input pixel it samples: rotate and
+            # scale about the image centre, then shift.
+            cos, sin = ops.cos(angle) / zoom, ops.sin(angle) / zoom
+            center_x, center_y = (width - 1) / 2, (height - 1) / 2
+            offset_x = center_x - cos * center_x + sin * center_y - shift_x
+            offset_y = center_y - sin * center_x - cos * center_y - shift_y
+            zeros = ops.zeros_like(cos)
+            transforms = ops.stack([cos, -sin, offset_x, sin, cos, offset_y, zeros, zeros], axis=1)
+            return ops.image.affine_transform(images, transforms, interpolation="bilinear",
+                                              fill_mode="constant", fill_value=0.0)
+
+    return RandomAffine(name="random_affine")
+
+
 def epoch_logger(model_name: str):
     """A Keras callback that prints one line per epoch (loss, accuracy, learning rate, seconds).
 
@@ -269,6 +308,7 @@ def fit_timed(model, train_data, validation_data, epochs, model_name, callbacks=
         validation_data=validation_data,
         epochs=epochs,
         verbose=0,
+        shuffle=False,  # The tf.data pipeline shuffles; Keras would only warn about it.
         callbacks=[epoch_logger(model_name), *callbacks],
     )
     seconds = time.perf_counter() - start
@@ -375,6 +415,19 @@ class SectionTimer:
             name, started = self._current
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 1)
             self._current = None
+
+
+def write_text(path, text: str) -> Path:
+    """Write a text file (CSV, Markdown) whole or not at all."""
+    path = Path(path)
+    temporary = _atomic_target(path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return path
 
 
 def count_params(model) -> int:
@@ -537,6 +590,59 @@ def plot_metric_bars(values: dict, title: str, ylabel: str, value_format="{:.2f}
     return fig
 
 
+def plot_grouped_bars(values: dict, title: str, ylabel: str, value_format="{:.1f}"):
+    """Bars grouped by model: `values[model][variant]` (for example naive vs prepared input)."""
+    import matplotlib.pyplot as plt
+
+    names = list(values)
+    variants = list(next(iter(values.values())))
+    width = 0.8 / len(variants)
+    fig, axis = plt.subplots(figsize=(max(6, 1.6 * len(names) + 2), 4))
+    positions = np.arange(len(names))
+    for index, variant in enumerate(variants):
+        numbers = [values[name][variant] for name in names]
+        bars = axis.bar(positions + (index - (len(variants) - 1) / 2) * width, numbers, width, label=variant,
+                        color=MODEL_COLORS[index])
+        for bar, number in zip(bars, numbers):
+            axis.annotate(value_format.format(number), (bar.get_x() + bar.get_width() / 2, number), ha="center",
+                          va="bottom", xytext=(0, 2), textcoords="offset points", fontsize=8)
+    axis.set_xticks(positions, names)
+    axis.set_ylim(0, 105)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(loc="lower right")
+    axis.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tuner_trials(trials: list):
+    """The tuner's search: validation accuracy per trial (with the best so far) and against the learning rate."""
+    import matplotlib.pyplot as plt
+
+    numbers = [trial["trial"] for trial in trials]
+    scores = np.array([trial["val_accuracy"] for trial in trials]) * 100
+    fig, (order_axis, rate_axis) = plt.subplots(1, 2, figsize=(11, 3.8))
+    order_axis.plot(numbers, scores, "o", label="trial")
+    order_axis.plot(numbers, np.maximum.accumulate(scores), "-", color="gray", label="best so far")
+    order_axis.set_xlabel("trial")
+    order_axis.set_ylabel("validation accuracy (%)")
+    order_axis.set_title("Search progress")
+    order_axis.legend()
+    points = rate_axis.scatter([trial["learning_rate"] for trial in trials], scores,
+                               c=[trial["dropout_dense"] for trial in trials], cmap="viridis")
+    rate_axis.set_xscale("log")
+    rate_axis.set_xlabel("peak learning rate")
+    rate_axis.set_title("Score against learning rate")
+    fig.colorbar(points, ax=rate_axis, label="dense dropout")
+    for axis in (order_axis, rate_axis):
+        axis.grid(alpha=0.3)
+        low = np.percentile(scores, 20) if len(scores) > 4 else scores.min()
+        axis.set_ylim(max(low - 0.5, 0), min(scores.max() + 0.3, 100.05))
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------------------
 # Writing results as prose and tables (from metrics.json, never by hand)
 # --------------------------------------------------------------------------------------
@@ -588,7 +694,9 @@ def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
             f"{entry['params']:,} parameters, {entry['epochs']} epochs in {entry['train_seconds']:.0f} s")
         lines.append(f"- `{name}`: {entry['test_accuracy'] * 100:.2f}% ({errors(name)} errors), "
                      f"test loss {entry['test_loss']:.4f}; {detail}.")
-    for better, worse in (("cnn_basic", "dnn"), ("cnn_optimized", "cnn_basic")):
+    comparisons = (("cnn_basic", "dnn"), ("cnn_optimized", "cnn_basic"), ("cnn_augmented", "cnn_optimized"),
+                   ("cnn_tuned", "cnn_optimized"), ("resnet", "cnn_optimized"), ("ensemble", "resnet"))
+    for better, worse in comparisons:
         if better in models and worse in models and errors(worse) > 0:
             change = 1 - errors(better) / errors(worse)
             verb = "removes" if change >= 0 else "adds"
@@ -602,6 +710,32 @@ def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
             reached = models[name]["test_accuracy"]
             verdict = "met" if reached >= target else f"missed by {(target - reached) * 100:.2f} points"
             lines.append(f"- `{name}` at least {target * 100:.1f}%: {reached * 100:.2f}%, {verdict}.")
+    tuner = metrics.get("tuner")
+    if tuner:
+        settings = ", ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
+                             for key, value in tuner["best_hyperparameters"].items())
+        lines.append(f"\nKerasTuner ran {len(tuner['trials'])} trials in {tuner['seconds'] / 60:.1f} minutes; the best "
+                     f"({settings}) scored {tuner['best_val_accuracy'] * 100:.2f}% on validation after "
+                     f"{tuner['epochs']} epochs on {tuner['train_images']:,} images.")
+    robustness = metrics.get("robustness")
+    if robustness:
+        parts = []
+        for kind, entry in robustness.items():
+            amount = entry["amounts"][-1]
+            accuracy = entry["models"][best][-1] if best in entry["models"] else None
+            if accuracy is not None:
+                parts.append(f"{kind} {amount}: {accuracy * 100:.1f}%")
+        if parts:
+            lines.append(f"\nUnder the strongest distortions tested, `{best}` keeps: {'; '.join(parts)}.")
+    cross_dataset = metrics.get("cross_dataset")
+    if cross_dataset and cross_dataset.get("models"):
+        scores = cross_dataset["models"]
+        top = max(scores, key=lambda name: scores[name]["prepared"])
+        lines.append(
+            f"\nOn {cross_dataset['dataset']}, `{top}` reads {scores[top]['prepared'] * 100:.1f}% correctly once "
+            f"the images are prepared the MNIST way, against {scores[top]['naive_resize'] * 100:.1f}% when they "
+            "are simply resized."
+        )
     lines.append(f"\nThe whole notebook ran in {run['total_seconds'] / 60:.1f} minutes on {run.get('cpu', 'this CPU')}.")
     return "\n".join(lines)
 
@@ -623,9 +757,228 @@ def update_readme_results(readme_path, metrics: dict, start="<!-- results:start 
 
 
 # --------------------------------------------------------------------------------------
+# Error analysis and robustness
+# --------------------------------------------------------------------------------------
+
+PERTURBATIONS = ("rotation", "shift", "blur", "noise")
+
+
+def perturb_images(images: np.ndarray, kind: str, amount: float, seed: int = 0) -> np.ndarray:
+    """Distort float images (N, 28, 28[, 1]) in [0, 1] the way real scans differ from MNIST.
+
+    kind: 'rotation' (degrees, every digit turned by `amount`), 'shift' (pixels, moved right
+    and down by `amount`), 'blur' (Gaussian sigma in pixels), 'noise' (standard deviation of
+    added Gaussian noise). The result is clipped to [0, 1] and keeps the input's shape.
+    """
+    from scipy import ndimage
+
+    if kind not in PERTURBATIONS:
+        raise ValueError(f"kind={kind!r}; choose one of {', '.join(PERTURBATIONS)}.")
+    images = np.asarray(images, dtype=np.float32)
+    if amount == 0:
+        return images.copy()
+    squeezed = images.reshape(-1, images.shape[1], images.shape[2])
+    if kind == "rotation":
+        result = ndimage.rotate(squeezed, amount, axes=(2, 1), reshape=False, order=1, mode="constant")
+    elif kind == "shift":
+        result = ndimage.shift(squeezed, (0, amount, amount), order=1, mode="constant")
+    elif kind == "blur":
+        result = ndimage.gaussian_filter(squeezed, sigma=(0, amount, amount))
+    else:
+        result = squeezed + np.random.default_rng(seed).normal(0, amount, squeezed.shape).astype(np.float32)
+    return np.clip(result, 0.0, 1.0).astype(np.float32).reshape(images.shape)
+
+
+def naive_resize(images: np.ndarray) -> np.ndarray:
+    """Stretch small images (N, H, W) of any value range to (N, 28, 28, 1) in [0, 1], bilinearly.
+
+    The naive way to feed foreign digits to an MNIST model, for comparison with
+    `prepare_digit_image`: no cropping, no 20x20 box, no centring.
+    """
+    from PIL import Image
+
+    images = np.asarray(images, dtype=np.float32)
+    scaled = images / max(float(images.max()), 1e-12)
+    resized = [np.asarray(Image.fromarray(image).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)) for image in scaled]
+    return np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32)[..., np.newaxis]
+
+
+def most_confused_pairs(matrix: np.ndarray, count: int = 10):
+    """The off-diagonal cells of a confusion matrix with the most images: (true, predicted, images)."""
+    matrix = np.asarray(matrix)
+    pairs = [(true, predicted, int(matrix[true, predicted]))
+             for true in range(matrix.shape[0]) for predicted in range(matrix.shape[1])
+             if true != predicted and matrix[true, predicted] > 0]
+    return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))[:count]
+
+
+def plot_robustness(curves: dict, x_labels: dict):
+    """One panel per perturbation: test accuracy of each model against its strength.
+
+    `curves[kind][model_name]` is a list of (amount, accuracy) pairs; `x_labels[kind]` names the axis.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.8), squeeze=False)
+    for axis, (kind, by_model) in zip(axes.ravel(), curves.items()):
+        for color, (name, points) in zip(MODEL_COLORS, by_model.items()):
+            amounts, accuracies = zip(*points)
+            axis.plot(amounts, np.array(accuracies) * 100, "o-", color=color, label=name, markersize=4)
+        axis.set_title(kind)
+        axis.set_xlabel(x_labels[kind])
+        axis.set_ylabel("test accuracy (%)")
+        axis.set_ylim(0, 100)
+        axis.grid(alpha=0.3)
+    axes.ravel()[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_classification_report(reports: dict):
+    """Per-class precision, recall and F1 (rows: digits) of several models as annotated heat maps."""
+    import matplotlib.pyplot as plt
+
+    names = list(reports)
+    panel_columns = min(4, len(names))
+    panel_rows = math.ceil(len(names) / panel_columns)
+    fig, axes = plt.subplots(panel_rows, panel_columns, figsize=(3.6 * panel_columns, 4.6 * panel_rows), squeeze=False)
+    for axis in axes.ravel()[len(names):]:
+        axis.axis("off")
+    columns = ["precision", "recall", "f1-score"]
+    for axis, name in zip(axes.ravel(), names):
+        table = np.array([[reports[name][label][column] for column in columns] for label in CLASS_NAMES]) * 100
+        axis.imshow(table, cmap="RdYlGn", vmin=min(95.0, table.min()), vmax=100, aspect="auto")
+        for row in range(table.shape[0]):
+            for column in range(table.shape[1]):
+                axis.text(column, row, f"{table[row, column]:.1f}", ha="center", va="center", fontsize=7.5)
+        axis.set_xticks(range(3), ["precision", "recall", "F1"])
+        axis.set_yticks(range(NUM_CLASSES), CLASS_NAMES)
+        axis.set_title(name)
+    for axis in axes[:, 0]:
+        axis.set_ylabel("digit")
+    fig.suptitle("Per-class precision, recall and F1 on the test set (%)")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------
 # Reading a user's digit
 # --------------------------------------------------------------------------------------
 # >>> digit input (issue 4)
+MNIST_BOX = 20  # MNIST digits were scaled to fit a 20x20 box, then centred in a 28x28 field.
+
+
+def _image_to_array(image) -> tuple[np.ndarray, str]:
+    """A path, PIL image or array as a 2-D float array, with a name for error messages."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = "image"
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        name = str(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file.")
+        try:
+            with Image.open(path) as opened:
+                opened.load()
+                image = opened.copy()
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise ValueError(
+                f"{path}: not an image Pillow can read ({type(error).__name__}); use a PNG, JPEG, BMP or TIFF file."
+            ) from error
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            # Transparent pixels are paper: put the drawing on white before dropping the alpha channel.
+            image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
+        return np.asarray(image.convert("L"), dtype=np.float32), name
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    elif array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = array[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"{name}: an array of shape {array.shape}; expected a 2-D grayscale image (height, width) "
+                         "or an RGB image (height, width, 3).")
+    return array, name
+
+
+def prepare_digit_image(image, ink_threshold: float = 0.1) -> np.ndarray:
+    """Prepare any image of one digit the way MNIST was made; returns 28x28 float32 in [0, 1].
+
+    `image` is a path, a PIL image or a 2-D array of any size and value range. Steps:
+    grayscale; contrast stretched to [0, 1]; dark-on-light input (a bright border)
+    inverted to MNIST's light-on-dark; background level removed; cropped to the ink;
+    scaled to fit a 20x20 box keeping its aspect ratio; placed in a 28x28 field so that
+    the ink's centre of mass is at the centre. Raises FileNotFoundError for a missing
+    file and ValueError for a file that is not an image, an empty image or a blank one.
+    """
+    from PIL import Image
+
+    array, name = _image_to_array(image)
+    if array.size == 0:
+        raise ValueError(f"{name}: the image is empty (0 pixels).")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}: the image holds NaN or infinite values.")
+    low, high = float(array.min()), float(array.max())
+    if high - low <= 1e-6 * max(1.0, abs(high)):
+        raise ValueError(f"{name}: the image is blank (no ink): every pixel has the value {high:g}.")
+    # Ink must differ from the paper by a visible share of the value range, or the contrast
+    # stretch below would blow sensor noise on an empty page up into a "digit".
+    if (high - low) / max(abs(high), abs(low)) < 0.05:
+        raise ValueError(f"{name}: the image is blank (no ink): its values only range from {low:g} to {high:g}.")
+    array = (array - low) / (high - low)
+    border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    if np.median(border) > 0.5:
+        array = 1.0 - array
+        border = 1.0 - border
+    background = float(np.median(border))
+    array = np.clip((array - background) / (1.0 - background), 0.0, 1.0)
+    ink_rows = np.flatnonzero(array.max(axis=1) > ink_threshold)
+    ink_columns = np.flatnonzero(array.max(axis=0) > ink_threshold)
+    if ink_rows.size == 0 or ink_columns.size == 0:
+        raise ValueError(f"{name}: the image is blank (no ink stands out from the background).")
+    crop = array[ink_rows[0]:ink_rows[-1] + 1, ink_columns[0]:ink_columns[-1] + 1]
+
+    height, width = crop.shape
+    scale = MNIST_BOX / max(height, width)
+    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
+    # Lanczos keeps strokes sharp both when shrinking a photo and when enlarging a tiny scan
+    # (bilinear enlarging blurs 8x8 digits into blobs); clipping removes its slight ringing.
+    resized = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize(
+        (new_width, new_height), Image.LANCZOS), dtype=np.float32)
+    resized = np.clip(resized, 0.0, 1.0)
+    if resized.max() > 0:
+        resized = resized / resized.max()
+
+    total = resized.sum()
+    rows, columns = np.indices(resized.shape)
+    center_row = (rows * resized).sum() / total if total > 0 else (new_height - 1) / 2
+    center_column = (columns * resized).sum() / total if total > 0 else (new_width - 1) / 2
+    middle = IMAGE_SIZE / 2  # MNIST's digits have their centre of mass at pixel (14, 14), measured.
+    top = int(np.clip(round(middle - center_row), 0, IMAGE_SIZE - new_height))
+    left = int(np.clip(round(middle - center_column), 0, IMAGE_SIZE - new_width))
+    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    field[top:top + new_height, left:left + new_width] = resized
+    return field
+
+
+def predict_digits(model, images):
+    """Predict digits with a Keras model; returns (labels (N,), probabilities (N, 10)).
+
+    `images`: one prepared 28x28 array, a list of them, or an array (N, 28, 28) or (N, 28, 28, 1)
+    of floats in [0, 1] (see `prepare_digit_image` and `to_model_input`).
+    """
+    array = np.asarray(images, dtype=np.float32)
+    received = array.shape
+    if array.shape == (IMAGE_SIZE, IMAGE_SIZE):
+        array = array[np.newaxis]
+    if array.ndim == 3 and array.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE):
+        array = array[..., np.newaxis]
+    if array.ndim != 4 or array.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1) or len(array) == 0:
+        raise ValueError(f"images of shape {received}; expected (28, 28), (N, 28, 28) or (N, 28, 28, 1) "
+                         "with N >= 1. Prepare each image with helpers.prepare_digit_image first.")
+    probabilities = np.asarray(model.predict(array, batch_size=1024, verbose=0), dtype=np.float32)
+    return probabilities.argmax(axis=1), probabilities
 # <<< digit input
 
 
