@@ -325,6 +325,10 @@ def _atomic_target(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(handle)
+    # mkstemp makes the file private (0600); give it the permissions a plain new file would get.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     return Path(temporary)
 
 
@@ -803,6 +807,16 @@ def naive_resize(images: np.ndarray) -> np.ndarray:
     return np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32)[..., np.newaxis]
 
 
+def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of predicted probabilities (N, 10) against integer labels.
+
+    Unlike the loss Keras reports, it holds no regularization penalty, so models with and
+    without L2 weight decay (and ensembles) compare on the same footing.
+    """
+    chosen = np.asarray(probabilities)[np.arange(len(labels)), np.asarray(labels)]
+    return float(-np.mean(np.log(np.clip(chosen, 1e-7, 1.0))))
+
+
 def most_confused_pairs(matrix: np.ndarray, count: int = 10):
     """The off-diagonal cells of a confusion matrix with the most images: (true, predicted, images)."""
     matrix = np.asarray(matrix)
@@ -866,39 +880,67 @@ def plot_classification_report(reports: dict):
 # --------------------------------------------------------------------------------------
 # >>> digit input (issue 4)
 MNIST_BOX = 20  # MNIST digits were scaled to fit a 20x20 box, then centred in a 28x28 field.
+GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as Pillow's convert("L").
+
+
+def _open_image_file(path: Path):
+    """Open an image file with Pillow, upright as the camera meant it (EXIF orientation applied)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, not an image file; pass the path of one image inside it.")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; check the name and the folder it is in.")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return ImageOps.exif_transpose(opened)
+    except PermissionError as error:
+        raise PermissionError(f"{path}: cannot be read ({error.strerror}); check the file's permissions.") from error
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path}: too large for Pillow's safety limit ({error}); scale the image down first.") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(
+            f"{path}: not an image Pillow can read ({type(error).__name__}); save it as PNG, JPEG, BMP or TIFF."
+        ) from error
 
 
 def _image_to_array(image) -> tuple[np.ndarray, str]:
-    """A path, PIL image or array as a 2-D float array, with a name for error messages."""
-    from PIL import Image, UnidentifiedImageError
+    """A path, PIL image or array as a 2-D float array, with a name for error messages.
+
+    Transparent pixels count as white paper, for PIL images and RGBA arrays alike.
+    """
+    from PIL import Image
 
     name = "image"
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        name = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file.")
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise ValueError(
-                f"{path}: not an image Pillow can read ({type(error).__name__}); use a PNG, JPEG, BMP or TIFF file."
-            ) from error
+        name = str(image)
+        image = _open_image_file(Path(image))
     if isinstance(image, Image.Image):
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            # Transparent pixels are paper: put the drawing on white before dropping the alpha channel.
+        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+            # 16- and 32-bit scans: convert("L") would clip them at 255 instead of scaling.
+            return np.asarray(image, dtype=np.float32), name
+        if "A" in image.getbands() or "transparency" in image.info:
             image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
         return np.asarray(image.convert("L"), dtype=np.float32), name
-    array = np.asarray(image, dtype=np.float32)
+    try:
+        array = np.asarray(image, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: cannot be read as an array of numbers ({error}); pass a path, "
+                         "a PIL image or a 2-D numeric array.") from error
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     elif array.ndim == 3 and array.shape[-1] in (3, 4):
-        array = array[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        if array.shape[-1] == 4:
+            # The value range says what "opaque" and "white" are: 1 for floats, 255 for 8 bits, 65535 for 16.
+            largest = float(array.max()) if array.size else 1.0
+            full = 1.0 if largest <= 1.0 else 255.0 if largest <= 255.0 else 65535.0
+            alpha = np.clip(array[..., 3] / full, 0.0, 1.0)[..., np.newaxis]
+            array = array[..., :3] * alpha + full * (1.0 - alpha)
+        array = array @ GRAY_WEIGHTS
     if array.ndim != 2:
-        raise ValueError(f"{name}: an array of shape {array.shape}; expected a 2-D grayscale image (height, width) "
-                         "or an RGB image (height, width, 3).")
+        raise ValueError(f"{name}: an array of shape {array.shape}; expected a 2-D grayscale image (height, width), "
+                         "an RGB image (height, width, 3) or RGBA (height, width, 4).")
     return array, name
 
 
@@ -910,21 +952,24 @@ def prepare_digit_image(image, ink_threshold: float = 0.1) -> np.ndarray:
     inverted to MNIST's light-on-dark; background level removed; cropped to the ink;
     scaled to fit a 20x20 box keeping its aspect ratio; placed in a 28x28 field so that
     the ink's centre of mass is at the centre. Raises FileNotFoundError for a missing
-    file and ValueError for a file that is not an image, an empty image or a blank one.
+    file, IsADirectoryError for a folder, and ValueError for a file that is not an image,
+    an array that is not one image, an empty image or a blank one (no ink).
     """
     from PIL import Image
 
+    if not 0.0 < ink_threshold < 1.0:
+        raise ValueError(f"ink_threshold={ink_threshold!r}; use a fraction of the contrast between 0 and 1, such as 0.1.")
     array, name = _image_to_array(image)
     if array.size == 0:
-        raise ValueError(f"{name}: the image is empty (0 pixels).")
+        raise ValueError(f"{name}: the image is empty (0 pixels); pass an image of one digit.")
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name}: the image holds NaN or infinite values.")
+        raise ValueError(f"{name}: the image holds NaN or infinite values; replace them before preparing it.")
     low, high = float(array.min()), float(array.max())
-    if high - low <= 1e-6 * max(1.0, abs(high)):
+    if high == low:
         raise ValueError(f"{name}: the image is blank (no ink): every pixel has the value {high:g}.")
     # Ink must differ from the paper by a visible share of the value range, or the contrast
     # stretch below would blow sensor noise on an empty page up into a "digit".
-    if (high - low) / max(abs(high), abs(low)) < 0.05:
+    if high - low < 0.05 * max(abs(high), abs(low)):
         raise ValueError(f"{name}: the image is blank (no ink): its values only range from {low:g} to {high:g}.")
     array = (array - low) / (high - low)
     border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
@@ -944,7 +989,7 @@ def prepare_digit_image(image, ink_threshold: float = 0.1) -> np.ndarray:
     new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
     # Lanczos keeps strokes sharp both when shrinking a photo and when enlarging a tiny scan
     # (bilinear enlarging blurs 8x8 digits into blobs); clipping removes its slight ringing.
-    resized = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize(
+    resized = np.asarray(Image.fromarray(crop.astype(np.float32)).resize(
         (new_width, new_height), Image.LANCZOS), dtype=np.float32)
     resized = np.clip(resized, 0.0, 1.0)
     if resized.max() > 0:
@@ -966,8 +1011,14 @@ def predict_digits(model, images):
     """Predict digits with a Keras model; returns (labels (N,), probabilities (N, 10)).
 
     `images`: one prepared 28x28 array, a list of them, or an array (N, 28, 28) or (N, 28, 28, 1)
-    of floats in [0, 1] (see `prepare_digit_image` and `to_model_input`).
+    of floats in [0, 1] (see `prepare_digit_image` and `to_model_input`). Raises ValueError,
+    naming the shape received, for any other shape, and for values outside [0, 1].
     """
+    fix = "Prepare each image with helpers.prepare_digit_image first."
+    if isinstance(images, (list, tuple)):
+        shapes = sorted({np.shape(image) for image in images})
+        if len(shapes) > 1:
+            raise ValueError(f"a list of images of shapes {', '.join(map(str, shapes))}; expected all (28, 28). {fix}")
     array = np.asarray(images, dtype=np.float32)
     received = array.shape
     if array.shape == (IMAGE_SIZE, IMAGE_SIZE):
@@ -976,7 +1027,12 @@ def predict_digits(model, images):
         array = array[..., np.newaxis]
     if array.ndim != 4 or array.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1) or len(array) == 0:
         raise ValueError(f"images of shape {received}; expected (28, 28), (N, 28, 28) or (N, 28, 28, 1) "
-                         "with N >= 1. Prepare each image with helpers.prepare_digit_image first.")
+                         f"with N >= 1. {fix}")
+    # Raw uint8 pixels (0-255) would be read without complaint and give confident nonsense.
+    if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0 + 1e-6:
+        raise ValueError(f"images with values from {array.min():g} to {array.max():g}; the models expect [0, 1]. "
+                         "Divide 0-255 pixels by 255 (helpers.to_model_input) or prepare each image with "
+                         "helpers.prepare_digit_image.")
     probabilities = np.asarray(model.predict(array, batch_size=1024, verbose=0), dtype=np.float32)
     return probabilities.argmax(axis=1), probabilities
 # <<< digit input
@@ -986,4 +1042,27 @@ def predict_digits(model, images):
 # Model cost
 # --------------------------------------------------------------------------------------
 # >>> model cost (issue 5)
+def count_multiply_adds(model) -> int:
+    """Multiply-adds of one forward pass of one image through a built Keras model.
+
+    Counts Conv2D (any stride, padding or groups), DepthwiseConv2D and Dense layers, in
+    nested models too. Batch normalization, activations, pooling and additions are left
+    out: they are few multiply-adds, though on a CPU not free in memory traffic.
+    """
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_multiply_adds(layer)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, height, width, channels = layer.output.shape
+            total += height * width * channels * math.prod(layer.kernel_size)
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, height, width, filters = layer.output.shape
+            input_channels = layer.input.shape[-1]
+            total += height * width * filters * math.prod(layer.kernel_size) * input_channels // layer.groups
+        elif isinstance(layer, keras.layers.Dense):
+            total += math.prod(layer.input.shape[1:]) * layer.units
+    return int(total)
 # <<< model cost

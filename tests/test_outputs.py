@@ -1,6 +1,8 @@
 """Saving figures, metrics and models, the plotting helpers, and the text written from metrics."""
 
 import json
+import os
+import stat
 
 import matplotlib
 
@@ -35,6 +37,9 @@ def test_save_fig_writes_png_and_leaves_no_temporary(tmp_path):
     path = helpers.save_fig(figure, "line", tmp_path / "figures")
     assert path == tmp_path / "figures" / "line.png" and is_png(path)
     assert [p.name for p in path.parent.iterdir()] == ["line.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # the permissions of any new file
     plt.close(figure)
 
 
