@@ -10,7 +10,7 @@ export MNIST_DIR ?= $(abspath ../shared/data/mnist)
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run test quick benchmark clean-venv
+.PHONY: run test quick benchmark levers clean-venv
 
 $(VENV)/installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ quick: $(VENV)/installed
 
 benchmark: $(VENV)/installed
 	$(BIN)/python benchmarks/time_to_accuracy.py
+	$(BIN)/python benchmarks/report.py
+
+levers: $(VENV)/installed
+	$(BIN)/python benchmarks/levers.py
+	$(BIN)/python benchmarks/report.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -639,10 +639,17 @@ def plot_tuner_trials(trials: list):
     rate_axis.set_xlabel("peak learning rate")
     rate_axis.set_title("Score against learning rate")
     fig.colorbar(points, ax=rate_axis, label="dense dropout")
-    for axis in (order_axis, rate_axis):
+    # Zoom to the better trials; a trial below the axis is drawn on its lower edge as a
+    # triangle with its score, so no trial silently disappears.
+    low = max((np.percentile(scores, 20) if len(scores) > 4 else scores.min()) - 0.5, 0)
+    for axis, x_values in ((order_axis, numbers), (rate_axis, [trial["learning_rate"] for trial in trials])):
         axis.grid(alpha=0.3)
-        low = np.percentile(scores, 20) if len(scores) > 4 else scores.min()
-        axis.set_ylim(max(low - 0.5, 0), min(scores.max() + 0.3, 100.05))
+        axis.set_ylim(low, min(scores.max() + 0.3, 100.05))
+        for x_value, score in zip(x_values, scores):
+            if score < low:
+                axis.plot(x_value, low, "v", color="tab:red", clip_on=False)
+                axis.annotate(f"{score:.2f}", (x_value, low), textcoords="offset points", xytext=(0, 6),
+                              ha="center", fontsize=8, color="tab:red")
     fig.tight_layout()
     return fig
 
@@ -723,14 +730,12 @@ def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
                      f"{tuner['epochs']} epochs on {tuner['train_images']:,} images.")
     robustness = metrics.get("robustness")
     if robustness:
-        parts = []
-        for kind, entry in robustness.items():
-            amount = entry["amounts"][-1]
-            accuracy = entry["models"][best][-1] if best in entry["models"] else None
-            if accuracy is not None:
-                parts.append(f"{kind} {amount}: {accuracy * 100:.1f}%")
-        if parts:
-            lines.append(f"\nUnder the strongest distortions tested, `{best}` keeps: {'; '.join(parts)}.")
+        # The ensemble is not distorted-tested; speak of the best model that was.
+        tested = next((name for name in ranked if all(name in entry["models"] for entry in robustness.values())), None)
+        if tested is not None:
+            parts = [f"{kind} {entry['amounts'][-1]}: {entry['models'][tested][-1] * 100:.1f}%"
+                     for kind, entry in robustness.items()]
+            lines.append(f"\nUnder the strongest distortions tested, `{tested}` keeps: {'; '.join(parts)}.")
     cross_dataset = metrics.get("cross_dataset")
     if cross_dataset and cross_dataset.get("models"):
         scores = cross_dataset["models"]
@@ -744,20 +749,25 @@ def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def update_readme_results(readme_path, metrics: dict, start="<!-- results:start -->", end="<!-- results:end -->"):
-    """Replace the text between the two markers in the README with the results table."""
-    readme_path = Path(readme_path)
-    text = readme_path.read_text()
+def replace_between_markers(path, content: str, start: str, end: str) -> None:
+    """Replace the text between two marker lines of a Markdown file with `content` (atomically)."""
+    path = Path(path)
+    text = path.read_text()
     if start not in text or end not in text:
-        raise ValueError(f"{readme_path}: markers {start} and {end} not found; add them where the table goes.")
+        raise ValueError(f"{path}: markers {start} and {end} not found; add them where the text goes.")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
+    write_text(path, head + start + "\n" + content.strip("\n") + "\n" + end + tail)
+
+
+def update_readme_results(readme_path, metrics: dict, start="<!-- results:start -->", end="<!-- results:end -->"):
+    """Replace the text between the two markers in the README with the results table."""
     run = metrics["run"]
     caption = (
-        f"\n_From `figures/metrics.json` of the committed full run: TensorFlow {run['tensorflow']}, "
+        f"_From `figures/metrics.json` of the committed full run: TensorFlow {run['tensorflow']}, "
         f"Keras {run['keras']}, {run.get('cpu', 'CPU')}, whole notebook {run['total_seconds'] / 60:.1f} min._\n\n"
     )
-    readme_path.write_text(head + start + caption + results_table_markdown(metrics) + "\n" + end + tail)
+    replace_between_markers(readme_path, caption + results_table_markdown(metrics), start, end)
 
 
 # --------------------------------------------------------------------------------------

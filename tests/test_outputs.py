@@ -97,6 +97,20 @@ def test_metric_bars_zoom_to_the_data_and_label_values():
     plt.close(figure)
 
 
+def test_tuner_plot_zooms_in_but_marks_every_trial_below_the_axis(tmp_path):
+    scores = [0.9807, 0.9847, 0.9853, 0.9798, 0.9691, 0.9841, 0.9876, 0.9822, 0.9829, 0.9865, 0.9690, 0.9597]
+    trials = [{"trial": index + 1, "val_accuracy": score, "learning_rate": 1e-3 * (1 + index / 4),
+               "dropout_dense": 0.2 + 0.025 * index} for index, score in enumerate(scores)]
+    figure = helpers.plot_tuner_trials(trials)
+    order_axis, rate_axis = figure.axes[:2]
+    low, _ = order_axis.get_ylim()
+    assert 96.0 < low < 98.0  # zoomed in: the worst trial, 95.97%, lies below the axis
+    for axis in (order_axis, rate_axis):
+        assert [text.get_text() for text in axis.texts] == ["95.97"]
+    assert is_png(helpers.save_fig(figure, "tuner_trials", tmp_path))
+    plt.close(figure)
+
+
 def test_save_model_checked_reloads_in_safe_mode(tmp_path):
     import keras
 
@@ -140,6 +154,18 @@ def test_results_table_and_conclusion_come_from_metrics():
     assert "`dnn` at least 97.8%: 97.90%, met." in text
     assert "`cnn_basic` at least 99.2%: 99.10%, missed by 0.10 points." in text
     assert "Quick run" in helpers.conclusion_markdown(small_metrics(quick=True))
+
+
+def test_conclusion_reports_robustness_of_the_best_tested_model_when_an_ensemble_leads():
+    metrics = small_metrics()
+    metrics["models"]["ensemble"] = {"test_accuracy": 0.9950, "test_loss": 0.02, "members": ["dnn", "cnn_basic"]}
+    metrics["robustness"] = {
+        "rotation": {"amounts": [0, 45], "models": {"dnn": [0.979, 0.47], "cnn_basic": [0.991, 0.59]}},
+        "shift": {"amounts": [0, 6], "models": {"dnn": [0.979, 0.07], "cnn_basic": [0.991, 0.03]}},
+    }
+    text = helpers.conclusion_markdown(metrics)
+    assert "**ensemble** is the most accurate" in text
+    assert "`cnn_basic` keeps: rotation 45: 59.0%; shift 6: 3.0%." in text
 
 
 def test_update_readme_results_replaces_only_the_marked_part(tmp_path):
