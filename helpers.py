@@ -888,7 +888,6 @@ def plot_classification_report(reports: dict):
 # --------------------------------------------------------------------------------------
 # Reading a user's digit
 # --------------------------------------------------------------------------------------
-# >>> digit input (issue 4)
 MNIST_BOX = 20  # MNIST digits were scaled to fit a 20x20 box, then centred in a 28x28 field.
 GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as Pillow's convert("L").
 
@@ -1045,13 +1044,11 @@ def predict_digits(model, images):
                          "helpers.prepare_digit_image.")
     probabilities = np.asarray(model.predict(array, batch_size=1024, verbose=0), dtype=np.float32)
     return probabilities.argmax(axis=1), probabilities
-# <<< digit input
 
 
 # --------------------------------------------------------------------------------------
 # Model cost
 # --------------------------------------------------------------------------------------
-# >>> model cost (issue 5)
 def count_multiply_adds(model) -> int:
     """Multiply-adds of one forward pass of one image through a built Keras model.
 
@@ -1075,4 +1072,3 @@ def count_multiply_adds(model) -> int:
         elif isinstance(layer, keras.layers.Dense):
             total += math.prod(layer.input.shape[1:]) * layer.units
     return int(total)
-# <<< model cost

@@ -7,7 +7,7 @@ seconds until test accuracy first reaches 99.0% and 99.5%, training and inferenc
 per second, the model's multiply-adds per image and its training GFLOP/s, and the ratio
 (b)/(a) of the seconds to 99.0%. Writes benchmarks/results.json and prints a table.
 
-    python benchmarks/time_to_accuracy.py                 # the full benchmark (about 5 minutes on 2 cores)
+    python benchmarks/time_to_accuracy.py                 # the full benchmark (about 7 minutes on 2 cores)
     python benchmarks/time_to_accuracy.py --quick         # a smoke run on a small slice, 1 epoch each
 
 Training seconds are the sum of the epochs' wall-clock times, measured from Keras'
@@ -41,10 +41,12 @@ FAST_RECIPE = {
     "batch_norm": True,
     "dropout": 0.3,
     "batch_size": 128,
-    "epochs": 10,
+    # A short schedule with a higher peak: the 10-epoch one (peak 3e-3, 15% warm-up) reached
+    # 98.67% after epoch 1 and 99.07% after epoch 2; this one 98.99% and 99.25% (one run each).
+    "epochs": 6,
     "schedule": "one_cycle",        # linear warm-up from peak/10, then cosine decay to peak/100
-    "peak_learning_rate": 3e-3,
-    "warmup_fraction": 0.15,
+    "peak_learning_rate": 4e-3,
+    "warmup_fraction": 0.1,
     "label_smoothing": 0.1,
     "train_images": 60000,          # all of the training set, no validation split
 }

@@ -48,3 +48,40 @@ def test_report_refuses_quick_results(tmp_path):
     write_tree(tmp_path, quick=True)
     with pytest.raises(ValueError, match="--quick"):
         report.main(tmp_path)
+
+
+def test_throughput_table_gives_speed_ups_against_the_named_reference_and_cpu_seconds():
+    levers = {
+        "cpu": "Test CPU, 2 cores", "throughput_images": 12288, "throughput_date": "2026-11-25T11:00:00",
+        "throughput": {
+            "seed": {"description": "seed", "images_per_second": 2000, "seconds_per_60k_images": 30.0,
+                     "cpu_seconds_per_1k_images": 0.8, "training_gflops_per_second": 31.6},
+            "batch_128": {"description": "batch 128 (vs seed)", "images_per_second": 2500,
+                          "seconds_per_60k_images": 24.0, "cpu_seconds_per_1k_images": 0.7,
+                          "training_gflops_per_second": 39.5},
+            "bfloat16": {"description": "mixed_bfloat16 (vs batch_128)", "error": "not supported"},
+        },
+    }
+    table = report.throughput_markdown(levers)
+    assert "| `batch_128` | batch 128 (vs seed) | 2,500 | 24.0 | x1.25 | 0.700 | 39.5 |" in table
+    assert "| `seed` | seed | 2,000 | 30.0 |  | 0.800 | 31.6 |" in table
+    assert "| `bfloat16` | mixed_bfloat16 (vs batch_128) | failed: not supported | | | | |" in table
+
+
+def test_notebook_cost_counts_multiply_adds_on_the_saved_model(tmp_path):
+    import keras
+
+    inputs = keras.Input(shape=(28, 28, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x))
+    keras.Model(inputs, outputs).save(tmp_path / "tiny.keras")
+    metrics = {"run": {"train_images": 48000},
+               "models": {"tiny": {"params": 62810, "epochs": 10, "train_seconds": 100.0},
+                          "missing": {"params": 1, "epochs": 1, "train_seconds": 1.0},
+                          "ensemble": {"members": ["tiny"], "test_accuracy": 0.99, "test_loss": 0.1}}}
+    table = report.notebook_cost_markdown(metrics, tmp_path, ceiling=100.0)
+    multiply_adds = 28 * 28 * 8 * 9 + 28 * 28 * 8 * 10
+    gflops = 6 * multiply_adds * 4800 / 1e9
+    assert f"| `tiny` | {multiply_adds:,} | 62,810 | 4,800 | {gflops:.1f} |" in table
+    assert "missing" not in table and "ensemble" not in table
+    assert "100.0 GFLOP/s" in table
