@@ -36,14 +36,19 @@ THRESHOLDS = {"99.0": 0.990, "99.5": 0.995}
 SEED_RECIPE = {"batch_size": 64, "epochs": 10, "validation_split": 0.2, "input_dtype": "float64"}
 # The fastest recipe found with benchmarks/levers.py; benchmarks/README.md gives the measurements.
 FAST_RECIPE = {
-    "filters": (16, 32, 64),        # one 3x3 convolution per resolution: 28x28, 14x14, 7x7
+    "filters": (16, 32, 64),        # one 3x3 convolution per resolution: 14x14, 14x14, 7x7
+    # The first convolution strides instead of pooling: levers.py measured about a quarter less
+    # CPU per image and 99.03% after one epoch (against 99.09% with pooling).
+    "first_stride": 2,
+    # Eight training steps per call into the compiled graph: x1.12 in levers.py, same arithmetic.
+    "steps_per_execution": 8,
     "dense_units": 128,
     "batch_norm": True,
     "dropout": 0.3,
     "batch_size": 128,
     # A short schedule with a higher peak: the 10-epoch one (peak 3e-3, 15% warm-up) reached
-    # 98.67% after epoch 1 and 99.07% after epoch 2; this one 98.99% and 99.25% (one run each).
-    "epochs": 6,
+    # 98.67% after epoch 1 and 99.07% after epoch 2; a 6-epoch one 98.99% and 99.25% (one run each).
+    "epochs": 5,
     "schedule": "one_cycle",        # linear warm-up from peak/10, then cosine decay to peak/100
     "peak_learning_rate": 4e-3,
     "warmup_fraction": 0.1,
@@ -140,7 +145,8 @@ def build_fast_cnn(recipe, total_steps):
         optimizer=keras.optimizers.Adam(learning_rate_schedule(recipe, total_steps)),
         # Keras' sparse cross-entropy has no label smoothing, so this model trains on one-hot labels.
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe["label_smoothing"]),
-        metrics=["categorical_accuracy"])
+        metrics=["categorical_accuracy"],
+        steps_per_execution=recipe.get("steps_per_execution", 1))
     return model
 
 
