@@ -16,6 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 import helpers  # noqa: E402
+from time_to_accuracy import training_gflops  # noqa: E402
 
 BASELINES = ("dnn", "cnn_basic", "cnn_optimized")
 # Which throughput levers measure each notebook baseline before (float64 NumPy) and after (tf.data).
@@ -176,7 +177,7 @@ def notebook_cost_markdown(metrics, models_dir, ceiling=None):
             continue
         multiply_adds = helpers.count_multiply_adds(keras.saving.load_model(path, safe_mode=True, compile=False))
         images_per_second = train_images * entry["epochs"] / entry["train_seconds"]
-        gflops = 2 * 3 * multiply_adds * images_per_second / 1e9
+        gflops = training_gflops(multiply_adds, images_per_second)
         lines.append(f"| `{name}` | {multiply_adds:,} | {entry['params']:,} | {images_per_second:,.0f} | {gflops:.1f} |")
     if ceiling:
         lines += ["", f"For scale: a large float32 matrix product reaches {ceiling} GFLOP/s on this CPU."]
