@@ -1,5 +1,8 @@
-# `make run` re-executes the whole notebook in place; `make test` runs the tests.
-# Both create the virtual environment and install requirements.txt on first use.
+# `make run` re-executes the whole notebook, showing each cell's output as it runs, and replaces
+# model.ipynb, figures/ and saved_models/ only when every cell succeeded (see run_notebook.py).
+# `make explore` runs the analysis from the committed models into runs/explore/ and replaces nothing.
+# `make test` runs every test; `make test-fast` leaves out the slow and browser ones.
+# All of them create the virtual environment and install requirements.txt on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +13,7 @@ export MNIST_DIR ?= $(abspath ../shared/data/mnist)
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run test quick benchmark levers clean-venv
+.PHONY: run explore test test-fast quick benchmark levers clean-venv
 
 $(VENV)/installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,22 +22,27 @@ $(VENV)/installed: requirements.txt
 	touch $@
 
 run: $(VENV)/installed
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 model.ipynb
+	$(BIN)/python run_notebook.py
+
+explore: $(VENV)/installed
+	$(BIN)/python run_notebook.py --output-dir runs/explore -p TRAIN False
 
 test: $(VENV)/installed
 	$(BIN)/pytest -q tests
 
+test-fast: $(VENV)/installed
+	$(BIN)/pytest -q -m "not slow and not browser" tests
+
 quick: $(VENV)/installed
-	mkdir -p /tmp/mnist-quick
-	$(BIN)/papermill model.ipynb /tmp/mnist-quick/model.ipynb -p QUICK True -p OUTPUT_DIR /tmp/mnist-quick
+	$(BIN)/python run_notebook.py --output-dir /tmp/mnist-quick -p QUICK True
 
 benchmark: $(VENV)/installed
-	$(BIN)/python benchmarks/time_to_accuracy.py
-	$(BIN)/python benchmarks/report.py
+	$(BIN)/python -m benchmarks.time_to_accuracy
+	$(BIN)/python -m benchmarks.report
 
 levers: $(VENV)/installed
-	$(BIN)/python benchmarks/levers.py
-	$(BIN)/python benchmarks/report.py
+	$(BIN)/python -m benchmarks.levers
+	$(BIN)/python -m benchmarks.report
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,13 +1,11 @@
-"""Shared test fixtures: the real MNIST folder (from MNIST_DIR) and the project root on sys.path."""
+"""Shared test fixtures: the real MNIST folder (from MNIST_DIR) and the project root."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

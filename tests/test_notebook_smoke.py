@@ -1,4 +1,6 @@
-"""Executes model.ipynb in QUICK mode on a small slice of the real MNIST, into a temporary folder."""
+"""Executes model.ipynb on real MNIST into temporary folders: a QUICK run on a small slice, the same run
+again (same seed, same numbers), a run without training from the quick run's models, and a run without
+training from the committed models on the full test set, which must give the committed numbers."""
 
 import json
 
@@ -13,24 +15,40 @@ EXPECTED_FIGURES = [
     "validation_curves", "sample_predictions", "confusion_matrices", "test_accuracy", "test_loss",
     "misclassified", "classification_report", "confusion_matrix_best_normalized", "robustness",
     "cross_dataset_examples", "cross_dataset_accuracy", "augmentation_examples", "tuner_trials",
-    "history_cnn_augmented", "history_resnet", "history_resnet_seed2", "history_cnn_tuned", "validation_curves_beyond",
+    "history_cnn_augmented", "history_resnet", "history_resnet_seed2", "history_resnet_seed3", "history_cnn_tuned",
+    "validation_curves_beyond",
 ]
 BASELINE_MODELS = ["dnn", "cnn_basic", "cnn_optimized"]
-NEW_MODELS = ["cnn_augmented", "resnet", "resnet_seed2", "cnn_tuned"]
+NEW_MODELS = ["cnn_augmented", "resnet", "resnet_seed2", "resnet_seed3", "cnn_tuned"]
 
 
-@pytest.fixture(scope="module")
-def quick_run(mnist_dir, tmp_path_factory):
+pytestmark = pytest.mark.slow
+
+
+def run_notebook(output_dir, **parameters):
+    """Execute model.ipynb with papermill, writing under `output_dir`; returns the metrics it wrote."""
     papermill = pytest.importorskip("papermill")
-    output_dir = tmp_path_factory.mktemp("quick_run")
     papermill.execute_notebook(
         str(PROJECT_ROOT / "model.ipynb"),
         str(output_dir / "model.ipynb"),
-        parameters={"QUICK": True, "OUTPUT_DIR": str(output_dir), "DATA_DIR": str(mnist_dir)},
+        parameters={"OUTPUT_DIR": str(output_dir), **parameters},
         cwd=str(PROJECT_ROOT),
         kernel_name="python3",
         progress_bar=False,
     )
+    return json.loads((output_dir / "figures" / "metrics.json").read_text())
+
+
+def results_of(metrics):
+    """Every model's test accuracy and test loss, as one flat dict."""
+    return {f"{name} {key}": entry[key] for name, entry in metrics["models"].items()
+            for key in ("test_accuracy", "test_loss")}
+
+
+@pytest.fixture(scope="module")
+def quick_run(mnist_dir, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("quick_run")
+    run_notebook(output_dir, QUICK=True, DATA_DIR=str(mnist_dir))
     return output_dir
 
 
@@ -51,18 +69,23 @@ def test_metrics_are_well_formed(quick_run):
     metrics = json.loads((quick_run / "figures" / "metrics.json").read_text())
     run = metrics["run"]
     assert run["quick"] is True
-    for key in ("seed", "tensorflow", "keras", "python", "total_seconds", "section_seconds"):
+    for key in ("seed", "tensorflow", "keras", "python", "total_seconds", "cpu_seconds", "section_seconds",
+                "section_cpu_seconds"):
         assert key in run
+    assert run["cpu_seconds"] > 0 and set(run["section_cpu_seconds"]) == set(run["section_seconds"])
     for name in BASELINE_MODELS + NEW_MODELS:
         entry = metrics["models"][name]
         for key in ("test_accuracy", "test_loss", "params", "epochs", "train_seconds", "best_val_accuracy"):
             assert key in entry, f"{name} lacks {key}"
         # Chance is 10%: even two epochs on 2,400 images should be far above it.
         assert entry["test_accuracy"] > 0.5, f"{name}: {entry['test_accuracy']}"
-        assert entry["params"] > 10000 and entry["train_seconds"] > 0
+        assert entry["params"] > 10000 and entry["train_seconds"] > 0 and entry["train_cpu_seconds"] > 0
+        # The recipe is recorded, so the benchmarks can retrain the saved architecture the same way.
+        assert {"epochs", "batch_size", "learning_rate", "schedule", "augmentation"} <= set(entry["training"])
     for kind in ("rotation", "shift", "blur", "noise"):
         curve = metrics["robustness"][kind]
         assert curve["amounts"][0] == 0
+        assert set(curve["models"]) == set(BASELINE_MODELS + NEW_MODELS + ["ensemble"])
         for name in BASELINE_MODELS:
             accuracies = curve["models"][name]
             assert len(accuracies) == len(curve["amounts"])
@@ -106,11 +129,63 @@ def test_saved_models_reload_and_predict(quick_run, mnist_dir):
         model = keras.saving.load_model(quick_run / "saved_models" / f"{name}.keras", safe_mode=True)
         predictions = model.predict(inputs, verbose=0).argmax(axis=1)
         assert np.mean(predictions == test_labels[:200]) > 0.5, name
+        history = json.loads((quick_run / "saved_models" / f"{name}.history.json").read_text())
+        assert len(history["history"]["val_accuracy"]) >= 1 and history["training"]["epochs"] == 2
+    assert json.loads((quick_run / "saved_models" / "tuner.json").read_text())["trials"]
+
+
+def test_same_seed_same_numbers(quick_run, mnist_dir, tmp_path):
+    """With DETERMINISTIC (the default), a second run gives every model exactly the same results."""
+    first = json.loads((quick_run / "figures" / "metrics.json").read_text())
+    second = run_notebook(tmp_path, QUICK=True, DATA_DIR=str(mnist_dir))
+    assert results_of(second) == results_of(first)
+    assert second["robustness"] == first["robustness"]
+
+
+def test_explore_without_training_reproduces_the_run_it_loads(quick_run, mnist_dir, tmp_path):
+    first = json.loads((quick_run / "figures" / "metrics.json").read_text())
+    explored = run_notebook(tmp_path, QUICK=True, TRAIN=False, DATA_DIR=str(mnist_dir),
+                            SAVED_MODELS_DIR=str(quick_run / "saved_models"))
+    assert explored["run"]["train"] is False
+    assert results_of(explored) == pytest.approx(results_of(first), abs=1e-6)
+    for name, entry in explored["models"].items():
+        if "members" not in entry:
+            assert entry["train_seconds"] == first["models"][name]["train_seconds"]
+    assert explored["tuner"] == first["tuner"]
+    missing = [name for name in EXPECTED_FIGURES if not (tmp_path / "figures" / f"{name}.png").is_file()]
+    assert missing == []
+    assert not list((tmp_path / "saved_models").glob("*.keras"))  # nothing was trained, nothing saved
+
+
+def test_explore_without_saved_models_names_the_file_and_the_fix(mnist_dir, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    empty, output = tmp_path / "no_models", tmp_path / "out"
+    empty.mkdir()
+    output.mkdir()
+    with pytest.raises(papermill.PapermillExecutionError, match=r"dnn\.keras: no such saved model; run `make run`"):
+        run_notebook(output, QUICK=True, TRAIN=False, DATA_DIR=str(mnist_dir), SAVED_MODELS_DIR=str(empty))
+
+
+def test_committed_models_give_the_committed_numbers(mnist_dir, tmp_path):
+    """The committed saved_models/ and figures/metrics.json belong together: a run without training
+    on the full test set gives every committed test accuracy to within 0.0001."""
+    committed = json.loads((PROJECT_ROOT / "figures" / "metrics.json").read_text())
+    assert committed["run"]["quick"] is False
+    explored = run_notebook(tmp_path, TRAIN=False, DATA_DIR=str(mnist_dir))
+    assert explored["run"]["test_images"] == 10000
+    for name, entry in committed["models"].items():
+        assert explored["models"][name]["test_accuracy"] == pytest.approx(entry["test_accuracy"], abs=1e-4), name
+    # The committed figures' other numbers come back too.
+    for kind, entry in committed["robustness"].items():
+        for name, accuracies in entry["models"].items():
+            assert explored["robustness"][kind]["models"][name] == pytest.approx(accuracies, abs=1e-4), (kind, name)
+    for name, scores in committed["cross_dataset"]["models"].items():
+        assert explored["cross_dataset"]["models"][name] == pytest.approx(scores, abs=1e-4), name
 
 
 def test_quick_run_refuses_to_overwrite_the_committed_results(tmp_path):
     papermill = pytest.importorskip("papermill")
-    with pytest.raises(papermill.PapermillExecutionError, match="QUICK=True would overwrite"):
+    with pytest.raises(papermill.PapermillExecutionError, match="QUICK=True, TRAIN=True would overwrite the committed"):
         papermill.execute_notebook(
             str(PROJECT_ROOT / "model.ipynb"), str(tmp_path / "refused.ipynb"),
             parameters={"QUICK": True, "OUTPUT_DIR": "."}, cwd=str(PROJECT_ROOT),

@@ -1,0 +1,447 @@
+"""Run model.ipynb with live progress; replace the committed results only when every cell succeeded.
+
+    python run_notebook.py                                      # what `make run` does
+    python run_notebook.py --output-dir runs/explore -p TRAIN False   # what `make explore` does
+
+A run executes the notebook with papermill into a fresh staging folder, runs/<timestamp>/, with
+the notebook's OUTPUT_DIR parameter pointing there, and prints each cell's output (section
+headers, one line per training epoch) as it comes, under a progress bar of cells. When the whole
+notebook succeeded, the staged model.ipynb, figures/ and saved_models/ replace the committed ones
+as one set, and the README's results table is rewritten from the new figures/metrics.json. A
+failed or interrupted run replaces nothing: it names the failing cell and leaves the partial
+notebook in its staging folder.
+
+With --output-dir the notebook runs into that folder and nothing is ever replaced: for exploring
+the analysis from the committed models, and for quick smoke runs.
+
+Uses only the standard library and papermill (with nbformat and tqdm, which papermill brings).
+Exit status: 0 success, 1 a cell failed or the results could not be replaced, 2 a usage error,
+128 + the signal number when interrupted (130 for Ctrl-C, 143 for SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+from papermill.exceptions import PapermillExecutionError
+from papermill.translators import translate_parameters
+from tqdm.auto import tqdm
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+NOTEBOOK_NAME = "model.ipynb"
+# What one run produces, replaced together so the notebook, figures and models always match.
+RESULT_FOLDERS = ("figures", "saved_models")
+PROMOTED = (NOTEBOOK_NAME, *RESULT_FOLDERS)
+PROMOTED_DESCRIPTION = "model.ipynb, figures/ and saved_models/"
+STAGING_PARENT = "runs"  # git-ignored, and inside the target so that moving a folder in is a rename
+BACKUP_NAME = "previous"
+INJECTED_TAG = "injected-parameters"  # papermill's tag for the cell it adds after the parameters cell
+# The README markers that helpers.update_readme_results writes between.
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+# ==================== Command line ====================================================
+
+
+def parse_parameter_value(text: str):
+    """A `-p NAME VALUE` value as Python: True, 3, 0.5, None, [1, 2], "text"; anything else stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # A path or a bare word, as papermill's own -p reads it.
+
+
+def parse_arguments(argv=None):
+    """The command line, checked: the target holds model.ipynb and every -p names one of its parameters."""
+    parser = argparse.ArgumentParser(
+        prog="run_notebook.py",
+        description="Execute model.ipynb with papermill, printing each cell's output as it runs. By default the run\n"
+                    "goes to a fresh staging folder, runs/<timestamp>/, and only when every cell succeeded do its\n"
+                    "model.ipynb, figures/ and saved_models/ replace the committed ones, as one set, and the\n"
+                    "README's results table is rewritten. A failed or interrupted run replaces nothing.",
+        epilog="examples:\n"
+               "  python run_notebook.py                                   # full run, results replaced on success\n"
+               "  python run_notebook.py --output-dir runs/explore -p TRAIN False\n"
+               "  python run_notebook.py --output-dir /tmp/mnist-quick -p QUICK True\n\n"
+               "exit status: 0 success, 1 a cell failed or the results could not be replaced, 2 a usage error,\n"
+               "130 or 143 interrupted (Ctrl-C or SIGTERM)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="set a parameter of the notebook's parameters cell, as papermill's -p does; VALUE is "
+                             "read as a Python literal (True, 3, 0.5, None), else kept as text; repeatable")
+    parser.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
+                        help="run into DIR (created if needed) and stop there: the target's model.ipynb, figures/ "
+                             "and saved_models/ are never touched")
+    parser.add_argument("--target", type=Path, default=PROJECT_ROOT, metavar="DIR",
+                        help="the project folder holding model.ipynb, figures/, saved_models/ and README.md; the "
+                             "notebook runs with DIR as its working directory (default: the folder of this script)")
+    arguments = parser.parse_args(argv)
+
+    arguments.target = arguments.target.resolve()
+    notebook = arguments.target / NOTEBOOK_NAME
+    if not notebook.is_file():
+        parser.error(f"{notebook} not found; pass --target the project folder that holds {NOTEBOOK_NAME}.")
+    if arguments.output_dir is not None:
+        arguments.output_dir = arguments.output_dir.resolve()
+        if arguments.output_dir == arguments.target:
+            parser.error(f"--output-dir {arguments.output_dir} is the target itself; drop --output-dir to replace "
+                         "the committed results safely, or pick another folder.")
+    arguments.parameters = {name: parse_parameter_value(value) for name, value in arguments.parameter}
+    # The notebook's own rule: a smoke run, or one that trains nothing, never replaces the committed results.
+    if arguments.output_dir is None and (arguments.parameters.get("QUICK") is True
+                                         or arguments.parameters.get("TRAIN") is False):
+        parser.error("a run with -p QUICK True or -p TRAIN False must not replace the committed results; "
+                     "add --output-dir DIR (make quick and make explore do).")
+    try:
+        check_parameters(notebook, arguments.parameters)
+    except ValueError as error:
+        parser.error(str(error))
+    return arguments
+
+
+def notebook_parameters(notebook: Path) -> list:
+    """The names the notebook's cell tagged `parameters` assigns, in order."""
+    cells = [cell for cell in nbformat.read(notebook, as_version=4).cells
+             if "parameters" in cell.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise ValueError(f"{notebook} has no cell tagged 'parameters'; tag the cell that sets OUTPUT_DIR and the "
+                         "other knobs (View > Cell Toolbar > Tags in Jupyter).")
+    try:
+        tree = ast.parse(cells[0].source)
+    except SyntaxError:
+        # IPython syntax (a magic) in the cell: fall back on papermill's line-by-line reading.
+        return list(papermill.inspect_notebook(str(notebook)))
+    names = []
+    for statement in tree.body:
+        targets = statement.targets if isinstance(statement, ast.Assign) else (
+            [statement.target] if isinstance(statement, ast.AnnAssign) else [])
+        names += [target.id for target in targets if isinstance(target, ast.Name)]
+    return names
+
+
+def check_parameters(notebook: Path, parameters: dict) -> None:
+    """Refuse parameters that the notebook's parameters cell does not define: a typo would be ignored silently."""
+    if "OUTPUT_DIR" in parameters:
+        raise ValueError("OUTPUT_DIR is set by run_notebook.py; use --output-dir DIR to run into a folder of your own.")
+    known = notebook_parameters(notebook)
+    if "OUTPUT_DIR" not in known:
+        raise ValueError(f"{notebook} has no OUTPUT_DIR in a cell tagged 'parameters'; add it there, since "
+                         "run_notebook.py directs the run's figures/ and saved_models/ with it.")
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        raise ValueError(f"{notebook} has no parameter {', '.join(unknown)} in its parameters cell "
+                         f"(it has {', '.join(known)}); fix the name or add it to that cell.")
+
+
+# ==================== Running the notebook ============================================
+
+
+class _AboveProgressBar(logging.Handler):
+    """Prints each line of cell output above papermill's progress bar instead of through it."""
+
+    def emit(self, record):
+        try:
+            # Cell output already ends in a newline; logging would add a second one.
+            tqdm.write(self.format(record).rstrip("\n"), file=sys.stdout)
+            sys.stdout.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def show_cell_output() -> None:
+    """Send papermill's log (the cells' output, with log_output=True) to the terminal as it comes."""
+    handler = _AboveProgressBar()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("papermill")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def new_staging_folder(target: Path) -> Path:
+    """A new, empty runs/<timestamp>/ folder inside the target (with a suffix if that second is taken)."""
+    parent = target / STAGING_PARENT
+    parent.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
+    for attempt in range(1, 100):
+        folder = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{parent}: could not create a new staging folder for {stamp}; remove old runs there.")
+
+
+def notebook_path_parameter(folder: Path, target: Path) -> str:
+    """OUTPUT_DIR as the notebook should see it: relative to the target (its working directory) when inside it."""
+    try:
+        return folder.relative_to(target).as_posix()
+    except ValueError:
+        return str(folder)
+
+
+def execute(target: Path, output_notebook: Path, output_dir: Path, parameters: dict) -> None:
+    """Execute the target's notebook into output_notebook, printing each cell's output as it runs.
+
+    Raises papermill's PapermillExecutionError when a cell fails; the notebook executed so far,
+    with the traceback, is then in output_notebook.
+    """
+    papermill.execute_notebook(
+        str(target / NOTEBOOK_NAME),
+        str(output_notebook),
+        parameters={**parameters, "OUTPUT_DIR": notebook_path_parameter(output_dir, target)},
+        cwd=str(target),
+        log_output=True,
+        # On a terminal the bar stays below the cell output; in a log file it would only add noise.
+        progress_bar=sys.stderr.isatty(),
+    )
+
+
+# ==================== Replacing the committed results =================================
+
+
+def finalize_notebook(path: Path, parameters: dict) -> None:
+    """Drop papermill's injected-parameters cell from an executed notebook, so it shows its own parameters cell.
+
+    The injected OUTPUT_DIR only pointed the run at its staging folder. Parameters given with -p
+    did change the run, so when there are any, the injected cell stays with just those.
+    """
+    notebook = nbformat.read(path, as_version=4)
+    kept = []
+    for cell in notebook.cells:
+        if INJECTED_TAG in cell.get("metadata", {}).get("tags", []):
+            if not parameters:
+                continue
+            kernelspec = notebook.metadata.get("kernelspec", {})
+            cell.source = translate_parameters(kernelspec.get("name"), kernelspec.get("language"), parameters,
+                                               "Parameters")
+        kept.append(cell)
+    notebook.cells = kept
+    notebook.metadata.get("papermill", {}).get("parameters", {}).pop("OUTPUT_DIR", None)
+    nbformat.write(notebook, path)
+
+
+def check_staged_set(staging: Path) -> None:
+    """Refuse to promote a run that did not write all of model.ipynb, figures/ and saved_models/."""
+    missing = [name for name in PROMOTED if not (staging / name).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{staging}: the run did not write {', '.join(missing)}; the notebook must write figures/ and "
+            "saved_models/ under OUTPUT_DIR. Nothing was replaced.")
+
+
+def _move_back(moves: list, problems: list) -> None:
+    """Undo renames (source, destination) in reverse order, noting any that fail instead of stopping."""
+    for source, destination in reversed(moves):
+        try:
+            os.replace(destination, source)
+        except OSError as error:
+            problems.append(f"{destination} -> {source}: {error}")
+
+
+def promote(staging: Path, target: Path) -> None:
+    """Replace the target's model.ipynb, figures/ and saved_models/ with the staged ones, as one set.
+
+    The old set is first moved aside into staging/previous/, then the new one is moved in, then
+    the old one is deleted. If a move fails, every move made so far is undone, so the target
+    holds either the whole old set or the whole new one. Each move is a rename within one file
+    system (the staging folder is inside the target), so the swap takes milliseconds.
+    """
+    check_staged_set(staging)
+    backup = staging / BACKUP_NAME
+    backup.mkdir()
+    moves = []
+    try:
+        for name in PROMOTED:
+            if os.path.lexists(target / name):
+                os.replace(target / name, backup / name)
+                moves.append((target / name, backup / name))
+        for name in PROMOTED:
+            os.replace(staging / name, target / name)
+            moves.append((staging / name, target / name))
+    except BaseException:
+        problems = []
+        _move_back(moves, problems)
+        if problems:
+            raise OSError(f"replacing the results in {target} failed and could not be fully undone "
+                          f"({'; '.join(problems)}); the previous results are in {backup}: move them back by hand.")
+        raise
+    # The swap is done; a backup that cannot be deleted is only clutter in runs/.
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def update_readme(target: Path) -> str:
+    """Rewrite the README's results table from the promoted figures/metrics.json; returns what was done."""
+    readme, metrics_path = target / "README.md", target / "figures" / "metrics.json"
+    if not readme.is_file():
+        return f"no {readme.name} in {shown(target)}/: no results table to update."
+    text = readme.read_text()
+    if RESULTS_START not in text or RESULTS_END not in text:
+        return f"{shown(readme)} has no {RESULTS_START} ... {RESULTS_END} markers: results table not updated."
+    if not metrics_path.is_file():
+        return f"{shown(metrics_path)} was not written by the run: README results table not updated."
+    metrics = json.loads(metrics_path.read_text())
+    if metrics.get("run", {}).get("quick"):
+        return "a QUICK run says nothing about the models: README results table left as it was."
+    # Imported here, not at the top: helpers loads TensorFlow, which only this step needs.
+    import helpers
+
+    helpers.update_readme_results(readme, metrics, start=RESULTS_START, end=RESULTS_END)
+    return f"{shown(readme)}: results table rewritten from {shown(metrics_path)}."
+
+
+# ==================== Main ============================================================
+
+
+class _Signals:
+    """SIGINT and SIGTERM handling: stop the run while it executes, but never half-way through the swap."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def interrupt(self, signum, frame):
+        self.received = signum
+        raise KeyboardInterrupt
+
+    def remember(self, signum, frame):
+        self.received = signum
+
+    def install(self, handler) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous.setdefault(signum, signal.getsignal(signum))
+            signal.signal(signum, handler)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + (self.received or signal.SIGINT)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received or signal.SIGINT).name
+
+
+def shown(path: Path) -> str:
+    """A path as the user can type it: relative to the current folder when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def partial_notebook_note(path: Path) -> str:
+    return f" The partial notebook is {shown(path)}." if path.is_file() else ""
+
+
+def failure_message(error: PapermillExecutionError, partial_notebook: Path, nothing_touched: str) -> str:
+    """One message naming the failed cell (as papermill's log and the notebook number it) and the partial notebook."""
+    first_line = next((line.strip() for line in error.source.splitlines() if line.strip()), "")
+    return (f"run_notebook.py: {NOTEBOOK_NAME} failed in cell {error.cell_index + 1} "
+            f"(In [{error.exec_count}], starting `{first_line}`): {error.ename}: {error.evalue}\n"
+            f"The partial notebook, with the traceback, is {shown(partial_notebook)}. {nothing_touched}")
+
+
+def main(argv=None) -> int:
+    arguments = parse_arguments(argv)
+    # Before the kernel starts and before helpers loads TensorFlow, or its C++ logging is already configured.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    signals = _Signals()
+    try:
+        return run(arguments, signals)
+    finally:
+        signals.restore()
+
+
+def run(arguments, signals: _Signals) -> int:
+    """Execute the notebook, then promote its results unless --output-dir was given; returns the exit status."""
+    target, promote_results = arguments.target, arguments.output_dir is None
+    if promote_results:
+        output_dir = new_staging_folder(target)
+        nothing_touched = f"The committed {PROMOTED_DESCRIPTION} were not touched."
+        plan = "they replace the committed results only if every cell succeeds"
+    else:
+        output_dir = arguments.output_dir
+        output_dir.mkdir(parents=True, exist_ok=True)
+        nothing_touched = "Nothing committed was touched."
+        plan = "nothing committed is touched"
+    output_notebook = output_dir / NOTEBOOK_NAME
+    show_cell_output()
+    print(f"Running {shown(target / NOTEBOOK_NAME)} into {shown(output_dir)}/ ({plan}).", flush=True)
+
+    signals.install(signals.interrupt)
+    started = time.perf_counter()
+    try:
+        execute(target, output_notebook, output_dir, arguments.parameters)
+        # From here on a signal waits until the results are replaced, so the target never holds half of each.
+        signals.install(signals.remember)
+    except PapermillExecutionError as error:
+        print(failure_message(error, output_notebook, nothing_touched), file=sys.stderr)
+        print(f"Failed after {duration(time.perf_counter() - started)}.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nrun_notebook.py: interrupted ({signals.name}) after {duration(time.perf_counter() - started)}. "
+              f"{nothing_touched}{partial_notebook_note(output_notebook)}", file=sys.stderr)
+        return signals.exit_status
+    except Exception as error:  # The kernel died or would not start: no cell to blame.
+        print(f"run_notebook.py: the run stopped after {duration(time.perf_counter() - started)}: "
+              f"{type(error).__name__}: {error}\n{nothing_touched}{partial_notebook_note(output_notebook)}",
+              file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - started
+
+    if not promote_results:
+        print(f"Done in {duration(elapsed)}: {shown(output_notebook)}, and what it wrote, in {shown(output_dir)}/. "
+              f"{nothing_touched}")
+        return 0
+
+    try:
+        finalize_notebook(output_notebook, arguments.parameters)
+        promote(output_dir, target)
+    except (OSError, ValueError) as error:
+        print(f"run_notebook.py: every cell succeeded, but the results were not replaced: {error}\n"
+              f"The run is in {shown(output_dir)}/.", file=sys.stderr)
+        return 1
+    # The staged set has moved into the target; what is left there (scratch files) goes too.
+    shutil.rmtree(output_dir, ignore_errors=True)
+    status = 0
+    try:
+        print(update_readme(target))
+    except Exception as error:  # The results are in place; only the README table is behind.
+        print(f"run_notebook.py: the new results are in place, but {shown(target / 'README.md')} was not "
+              f"updated: {type(error).__name__}: {error}\nFix that, then rewrite only the table with: python -c "
+              "\"import json, helpers; helpers.update_readme_results('README.md', "
+              "json.load(open('figures/metrics.json')))\"", file=sys.stderr)
+        status = 1
+    print(f"Done in {duration(elapsed)}: {PROMOTED_DESCRIPTION} in {shown(target)}/ replaced by this run's.")
+    if signals.received is not None:
+        print(f"run_notebook.py: {signals.name} arrived while the results were being replaced; they were "
+              "replaced in full first.", file=sys.stderr)
+        return signals.exit_status
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
