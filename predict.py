@@ -20,7 +20,26 @@ from pathlib import Path  # noqa: E402
 PROJECT_ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-import helpers  # noqa: E402
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Hide what TensorFlow's C++ code writes to stderr: its CUDA probes print even with TF_CPP_MIN_LOG_LEVEL set."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+# helpers imports TensorFlow, whose C++ start-up chatter would otherwise open every run.
+with native_stderr_silenced():
+    import keras  # noqa: E402
+
+    import helpers  # noqa: E402
 
 FALLBACK_MODEL = "cnn_optimized"
 
@@ -46,7 +65,8 @@ def parse_arguments(argv=None):
                     "made, then the predicted digit and its top three probabilities are printed, one line\n"
                     "per image.",
         epilog="example:\n  python predict.py my_seven.png scan.jpg --model saved_models/cnn_basic.keras\n"
-               "  my_seven.png: 7  (7 98.1%, 1 1.2%, 9 0.4%)\n\n"
+               "  my_seven.png: 7  (7 98.1%, 1 1.2%, 9 0.4%)\n"
+               "  python predict.py tight_crop.png --ink dark\n\n"
                "exit status: 0 all images read, 1 some image could not be read, 2 the model could not be "
                "loaded (or a usage error)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -55,21 +75,10 @@ def parse_arguments(argv=None):
     parser.add_argument("--model", type=Path, default=None,
                         help="a saved Keras model (default: the most accurate one in saved_models/ according "
                              f"to figures/metrics.json, else saved_models/{FALLBACK_MODEL}.keras)")
+    parser.add_argument("--ink", choices=helpers.INK_CHOICES, default="auto",
+                        help="dark: dark ink on light paper; light: light ink on dark, as MNIST; auto (default): "
+                             "tell from each image. Force it when a tightly cropped, heavy digit is read inverted.")
     return parser.parse_args(argv)
-
-
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Hide what TensorFlow's C++ code writes to stderr: its CUDA probes print even with TF_CPP_MIN_LOG_LEVEL set."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def fail(message: str) -> None:
@@ -89,7 +98,7 @@ def main(argv=None) -> int:
     prepared, names = [], []
     for image in arguments.images:
         try:
-            prepared.append(helpers.prepare_digit_image(image))
+            prepared.append(helpers.prepare_digit_image(image, ink=arguments.ink))
             names.append(image)
         except (OSError, ValueError) as error:
             fail(str(error))
@@ -101,8 +110,6 @@ def main(argv=None) -> int:
         return 2
     try:
         with native_stderr_silenced():
-            import keras
-
             model = keras.saving.load_model(model_path, safe_mode=True)
     except Exception as error:  # Keras raises many kinds for a broken file: each means "cannot load".
         fail(f"{model_path}: cannot load this Keras model ({first_line(error)}). "

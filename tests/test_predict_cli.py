@@ -51,6 +51,7 @@ def test_help_explains_the_command(tmp_path):
     assert result.returncode == 0
     assert "--model" in result.stdout and "IMAGE" in result.stdout and "example" in result.stdout
     assert "exit status" in result.stdout
+    assert "--ink {auto,dark,light}" in result.stdout and "dark ink on light paper" in result.stdout
 
 
 def test_good_images_print_one_line_each(files):
@@ -120,3 +121,25 @@ def test_default_model_is_the_most_accurate_saved_one(tmp_path, monkeypatch):
     for name in ("dnn", "cnn_basic", "ensemble"):
         (tmp_path / "saved_models" / f"{name}.keras").write_bytes(b"")
     assert predict.default_model_path() == tmp_path / "saved_models" / "cnn_basic.keras"
+
+
+def test_ink_option_reaches_the_preparation(files, monkeypatch, capsys):
+    import helpers
+    import predict
+
+    seen, prepare = [], helpers.prepare_digit_image
+
+    def recording_prepare(image, **options):
+        seen.append(options.get("ink"))
+        return prepare(image, **options)
+
+    monkeypatch.setattr(predict.helpers, "prepare_digit_image", recording_prepare)
+    zero = str(files / "zero.png")
+    assert predict.main([zero, "--model", str(files / "tiny.keras")]) == 0
+    assert predict.main([zero, "--ink", "dark", "--model", str(files / "tiny.keras")]) == 0
+    assert seen == ["auto", "dark"]
+    forced_wrong = predict.main([zero, "--ink", "light", "--model", str(files / "tiny.keras")])
+    assert forced_wrong == 0 and seen[-1] == "light"
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([zero, "--ink", "black"])
+    assert exit_info.value.code == 2 and "invalid choice: 'black'" in capsys.readouterr().err

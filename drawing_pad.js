@@ -1,0 +1,193 @@
+// The browser half of helpers.DrawingPad (an anywidget ES module: no build step, no CDN).
+// It records each pen stroke as canvas coordinates and sends the list to Python when a stroke
+// ends; Python draws the strokes into an image, prepares it the MNIST way and runs the models,
+// and sends back `reading`, which this module shows: the 28x28 image the models saw, each
+// prediction as text and the ten probabilities as bars.
+
+const STYLE = `
+.pad-root { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; padding: 4px;
+  font: 13px/1.4 sans-serif; color: #222; background: #fff; }
+.pad-column { display: flex; flex-direction: column; gap: 6px; }
+.pad-canvas { border: 1px solid #888; background: #fff; cursor: crosshair; touch-action: none; }
+.pad-clear { align-self: flex-start; padding: 3px 14px; }
+.pad-preview { width: 112px; height: 112px; image-rendering: pixelated; border: 1px solid #888; background: #000; }
+.pad-caption { color: #666; font-size: 12px; }
+.pad-results { width: 250px; }
+.pad-line { font-size: 14px; }
+.pad-best-digit, .pad-ensemble-digit { font-size: 22px; font-weight: bold; }
+.pad-message { color: #b00; min-height: 1.4em; }
+.pad-bars { display: flex; gap: 6px; align-items: flex-end; height: 120px; border-bottom: 1px solid #888; }
+.pad-bar-pair { display: flex; gap: 1px; align-items: flex-end; height: 100%; }
+.pad-bar { width: 9px; }
+.pad-bar-best { background: #4C72B0; }
+.pad-bar-ensemble { background: #DD8452; }
+.pad-bar-labels { display: flex; gap: 6px; }
+.pad-bar-labels span { width: 19px; text-align: center; }
+.pad-legend { display: flex; flex-direction: column; }
+.pad-swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
+`;
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function render({ model, el }) {
+  const size = model.get("size");
+  const root = element("div", "pad-root");
+  root.appendChild(element("style", null, STYLE));
+
+  // Left: the pad itself.
+  const drawing = element("div", "pad-column");
+  const canvas = element("canvas", "pad-canvas");
+  canvas.width = size;
+  canvas.height = size;
+  const clear = element("button", "pad-clear", "Clear");
+  drawing.append(element("div", "pad-caption", "Draw one digit"), canvas, clear);
+
+  // Middle: what the models see.
+  const seen = element("div", "pad-column");
+  const preview = element("canvas", "pad-preview");
+  preview.width = 28;
+  preview.height = 28;
+  seen.append(element("div", "pad-caption", "prepared 28x28"), preview);
+
+  // Right: the predictions.
+  const results = element("div", "pad-column pad-results");
+  const bestLine = element("div", "pad-line pad-best");
+  const ensembleLine = element("div", "pad-line pad-ensemble");
+  const message = element("div", "pad-message");
+  const bars = element("div", "pad-bars");
+  const labels = element("div", "pad-bar-labels");
+  const pairs = [];
+  for (let digit = 0; digit < 10; digit++) {
+    const pair = element("div", "pad-bar-pair");
+    const best = element("div", "pad-bar pad-bar-best");
+    const ensemble = element("div", "pad-bar pad-bar-ensemble");
+    pair.append(best, ensemble);
+    bars.appendChild(pair);
+    labels.appendChild(element("span", null, String(digit)));
+    pairs.push([best, ensemble]);
+  }
+  const legend = element("div", "pad-legend pad-caption");
+  results.append(bestLine, ensembleLine, message, bars, labels, legend);
+
+  root.append(drawing, seen, results);
+  el.appendChild(root);
+
+  const context = canvas.getContext("2d");
+  let strokes = [];
+  let current = null;
+
+  function paintStrokes() {
+    context.fillStyle = "#fff";
+    context.fillRect(0, 0, size, size);
+    context.strokeStyle = "#000";
+    context.fillStyle = "#000";
+    context.lineWidth = model.get("pen_width");
+    context.lineCap = "round";
+    context.lineJoin = "round";
+    for (const stroke of current ? [...strokes, current] : strokes) {
+      if (stroke.length === 1) {
+        // A tap: Python draws it as a round dot of the pen's width, so show the same.
+        context.beginPath();
+        context.arc(stroke[0][0], stroke[0][1], model.get("pen_width") / 2, 0, 2 * Math.PI);
+        context.fill();
+        continue;
+      }
+      context.beginPath();
+      context.moveTo(stroke[0][0], stroke[0][1]);
+      for (const [x, y] of stroke.slice(1)) context.lineTo(x, y);
+      context.stroke();
+    }
+  }
+
+  function point(event) {
+    // The canvas may be shown scaled (narrow notebook column); record coordinates in canvas pixels.
+    const box = canvas.getBoundingClientRect();
+    const x = ((event.clientX - box.left) * size) / box.width;
+    const y = ((event.clientY - box.top) * size) / box.height;
+    return [Math.round(x * 10) / 10, Math.round(y * 10) / 10];
+  }
+
+  canvas.addEventListener("pointerdown", (event) => {
+    canvas.setPointerCapture(event.pointerId);
+    current = [point(event)];
+    paintStrokes();
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!current) return;
+    current.push(point(event));
+    paintStrokes();
+  });
+  function endStroke() {
+    if (!current) return;
+    strokes.push(current);
+    current = null;
+    // Only finished strokes go to Python: one reading per stroke, not one per mouse move.
+    model.set("strokes", strokes.map((stroke) => stroke.map((xy) => [...xy])));
+    model.save_changes();
+    root.dataset.state = "reading";
+  }
+  canvas.addEventListener("pointerup", endStroke);
+  canvas.addEventListener("pointercancel", endStroke);
+  clear.addEventListener("click", () => {
+    strokes = [];
+    current = null;
+    paintStrokes();
+    model.set("strokes", []);
+    model.save_changes();
+    root.dataset.state = "reading";
+  });
+
+  function showReading() {
+    const reading = model.get("reading") || {};
+    const previewContext = preview.getContext("2d");
+    const pixels = previewContext.createImageData(28, 28);
+    const prepared = reading.prepared || [];
+    for (let index = 0; index < 28 * 28; index++) {
+      const value = Math.round(255 * (prepared[index] || 0));
+      pixels.data.set([value, value, value, 255], 4 * index);
+    }
+    previewContext.putImageData(pixels, 0, 0);
+    message.textContent = reading.message || "";
+    bestLine.replaceChildren();
+    ensembleLine.replaceChildren();
+    for (const [line, entry, className] of [
+      [bestLine, reading.best, "pad-best-digit"],
+      [ensembleLine, reading.ensemble, "pad-ensemble-digit"],
+    ]) {
+      if (!entry) continue;
+      const confidence = (100 * entry.probabilities[entry.digit]).toFixed(1);
+      line.append(`${entry.label}: `, element("span", className, String(entry.digit)), ` (${confidence}%)`);
+    }
+    pairs.forEach(([best, ensemble], digit) => {
+      best.style.height = reading.best ? `${100 * reading.best.probabilities[digit]}%` : "0";
+      ensemble.style.height = reading.ensemble ? `${100 * reading.ensemble.probabilities[digit]}%` : "0";
+    });
+    legend.replaceChildren();
+    if (reading.best) {
+      for (const [color, entry] of [["#4C72B0", reading.best], ["#DD8452", reading.ensemble]]) {
+        const item = element("span");
+        const swatch = element("span", "pad-swatch");
+        swatch.style.background = color;
+        item.append(swatch, entry.label);
+        legend.appendChild(item);
+      }
+    }
+    // A reading of fewer strokes than drawn is on its way to being replaced.
+    const upToDate = (reading.strokes || 0) === strokes.length;
+    root.dataset.state = !upToDate ? "reading" : reading.best ? "read" : reading.message ? "message" : "empty";
+  }
+
+  // Redraw what Python knows (a re-rendered output keeps its strokes).
+  strokes = (model.get("strokes") || []).map((stroke) => stroke.map((xy) => [...xy]));
+  paintStrokes();
+  showReading();
+  model.on("change:reading", showReading);
+  return () => model.off("change:reading", showReading);
+}
+
+export default { render };
