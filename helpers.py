@@ -708,11 +708,11 @@ class FigureFolder:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def show(self, figure, name: str) -> Path:
-        path = save_fig(figure, name, self.folder)
+    def show(self, figure, name: str) -> None:
+        # Returns nothing, so a cell that ends with it shows the figure and no path.
+        save_fig(figure, name, self.folder)
         plt.show()  # In a notebook, the inline backend displays the figure here.
         plt.close(figure)  # Outside one, nothing else would free it.
-        return path
 
 
 def plot_class_balance(train_labels, test_labels):

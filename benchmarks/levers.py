@@ -1,21 +1,32 @@
-"""What each speed lever gives on this CPU, measured one lever at a time.
+"""Levers of the notebook's recipes, measured one at a time against one stated base.
 
-Throughput levers: each runs in a fresh process (thread settings and oneDNN must be chosen
-before TensorFlow starts), trains on a few batches to trace the graph, then times three epochs
-on the first 12,288 MNIST training images (a multiple of every batch size tried, so no
-partial batch is traced inside a timed epoch) and keeps the median. The wall clock of a
-small virtual machine jumps by a third or more from one epoch to the next, so each lever
-also records the CPU seconds its epochs used, which the neighbours' load moves much less.
+Training levers. The base is the notebook's best recipe: its model `resnet` (or --model),
+cloned from saved_models/ with fresh weights, trained with the settings the notebook recorded
+in figures/metrics.json (epochs, batch size, schedule and peak, augmentation, early stopping,
+the first 48,000 training images, validation after each epoch). Each lever changes one thing
+and is trained over --seeds; every run records test accuracy after every epoch and each
+epoch's wall and CPU seconds. The base also records its test accuracy with test-time
+augmentation (the lever `test_time_augmentation`, which trains nothing of its own).
 
-Accuracy levers: the project's fast model trained on all 60,000 training images for a few
-epochs (the schedule sized to those epochs), with one thing changed at a time; test accuracy
-after every epoch, training seconds as in time_to_accuracy.py.
+Throughput levers. Training images per second of the notebook's models (cloned) with one
+thing changed against the line each names: input type and pipeline, batch size, threads,
+oneDNN, bfloat16, XLA, steps per graph call, and architecture variants. Each runs in a fresh
+process (thread settings and oneDNN are fixed when TensorFlow starts), trains a few batches
+to trace the graph, then times three epochs of 12,288 images and keeps the median, with the
+CPU seconds beside the wall clock, which the machine's neighbours move much more.
 
-    python benchmarks/levers.py                         # everything (about 20 minutes on 2 cores)
-    python benchmarks/levers.py --part throughput       # one part; merged into levers.json
-    python benchmarks/levers.py --lever batch_256       # one throughput lever, in this process
+Augmentation speed. Images per CPU-second that the training-time augmentation layers pass on
+their own, through the same tf.data pipeline, against the pipeline without them.
 
-Writes benchmarks/levers.json and prints a table.
+    python -m benchmarks.levers                                    # everything (make levers)
+    python -m benchmarks.levers --levers base,label_smoothing --epochs 5 --seeds 42,7
+    python -m benchmarks.levers --list                             # every lever and what it changes
+    python -m benchmarks.levers --quick --levers base,tf_data      # smoke run into a temporary file
+
+Each lever's result is merged into benchmarks/levers.json as soon as it is measured, so an
+interrupted study keeps what it measured. A training lever is compared with the base trained
+with the same model, epochs, images and seeds; when levers.json has no such base, it is
+trained first.
 """
 
 import argparse
@@ -24,86 +35,337 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
-sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+import keras
+import numpy as np
 
-import helpers  # noqa: E402
+import helpers
+from benchmarks import recipes
 
-THROUGHPUT_IMAGES = 12288
-WARMUP_BATCHES = 10
-TIMED_EPOCHS = 3
-ACCURACY_EPOCHS = 2
+BEST_MODEL = "resnet"
+LEVERS_PATH = recipes.PROJECT_ROOT / "benchmarks" / "levers.json"
 
+# Training levers: name -> what changes against the base.
+TRAINING_LEVERS = {
+    "base": "the notebook's best recipe as it recorded it (the base of every other training lever)",
+    "elastic_distortions": "elastic distortions switched on (off where the base has them)",
+    "photometric_augmentation": "blur, noise, contrast and stroke width switched on (off where the base has them)",
+    "label_smoothing": "label smoothing 0.1 (one-hot labels with CategoricalCrossentropy)",
+    "weight_averaging": "Adam's moving average of the weights (use_ema, momentum 0.99), evaluated with the averages",
+    "peak_x0.5": "peak learning rate x0.5",
+    "peak_x2": "peak learning rate x2",
+    "batch_size": "batch 128, or 64 where the base trains at 128; same peak learning rate",
+    "width_x0.5": "half the filters in every convolution of the base model",
+    "width_x2": "twice the filters in every convolution of the base model",
+    "all_training_images": "the final fit: all 60,000 training images, no validation split (so no early "
+                           "stopping), same epochs",
+    "test_time_augmentation": "the base's predictions averaged over the image and its four 1-pixel shifts "
+                              "(no training of its own)",
+}
+# What a lever switches on where the base does not have it (the notebook's AUGMENTATION values),
+# and the keys that belong to the group: (settings, key prefixes).
+ELASTIC = ({"elastic_alpha": 34.0, "elastic_sigma": 4.0, "elastic_fraction": 0.5}, ("elastic",))
+PHOTOMETRIC = ({"blur_probability": 0.5, "max_blur_sigma": 2.0, "max_contrast": 0.3, "max_stroke_change": 0.5,
+                "max_noise": 0.35},
+               ("blur_probability", "max_blur_sigma", "max_contrast", "max_stroke_change", "max_noise"))
+GEOMETRIC = ({"max_degrees": 15, "max_shift": 0.1, "max_zoom": 0.1}, ("max_degrees", "max_shift", "max_zoom"))
+LABEL_SMOOTHING = 0.1
+LEVER_BATCH_SIZE = 128
+
+# Throughput levers: name -> (what it measures, settings); "(vs name)" names the line it changes one thing of.
+# Settings: model (a notebook model, default cnn_basic with the original recipe), variant (see
+# vary_architecture), dtype and pipeline (float64 NumPy arrays unless said), batch (default: the
+# original's 64 for cnn_basic, else the model's recorded batch), threads, environment, policy, jit,
+# steps_per_execution.
 FLOAT32_DATA = {"dtype": "float32", "pipeline": True}
-# name: (what it measures, settings); each line changes one thing against the line it names.
+BATCH_128 = {**FLOAT32_DATA, "batch": 128}
+CNN_OPTIMIZED = {**FLOAT32_DATA, "model": "cnn_optimized"}
+RESNET = {**FLOAT32_DATA, "model": "resnet"}
 THROUGHPUT_LEVERS = {
-    "seed": ("seed: basic CNN, float64 NumPy arrays, batch 64", {}),
-    "float32": ("float32 NumPy arrays (vs seed)", {"dtype": "float32"}),
+    "original": ("original: notebook cnn_basic, float64 NumPy arrays, batch 64", {}),
+    "float32": ("float32 NumPy arrays (vs original)", {"dtype": "float32"}),
     "tf_data": ("float32 in a cached, prefetched tf.data pipeline (vs float32)", FLOAT32_DATA),
-    "batch_128": ("batch 128 (vs tf_data)", {**FLOAT32_DATA, "batch": 128}),
+    "batch_128": ("batch 128 (vs tf_data)", BATCH_128),
     "batch_256": ("batch 256 (vs tf_data)", {**FLOAT32_DATA, "batch": 256}),
     "batch_512": ("batch 512 (vs tf_data)", {**FLOAT32_DATA, "batch": 512}),
-    "intra_1": ("one intra-op thread (vs batch_128)", {**FLOAT32_DATA, "batch": 128, "intra_threads": 1}),
-    "inter_1": ("one inter-op thread (vs batch_128)", {**FLOAT32_DATA, "batch": 128, "inter_threads": 1}),
+    "intra_1": ("one intra-op thread (vs batch_128)", {**BATCH_128, "intra_threads": 1}),
+    "inter_1": ("one inter-op thread (vs batch_128)", {**BATCH_128, "inter_threads": 1}),
     "onednn_off": ("oneDNN off, TF_ENABLE_ONEDNN_OPTS=0 (vs batch_128)",
-                   {**FLOAT32_DATA, "batch": 128, "environment": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
-    "bfloat16": ("mixed_bfloat16 policy (vs batch_128)", {**FLOAT32_DATA, "batch": 128, "policy": "mixed_bfloat16"}),
-    "xla": ("jit_compile=True (vs batch_128)", {**FLOAT32_DATA, "batch": 128, "jit": True}),
+                   {**BATCH_128, "environment": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
+    "bfloat16": ("mixed_bfloat16 policy (vs batch_128)", {**BATCH_128, "policy": "mixed_bfloat16"}),
+    "xla": ("jit_compile=True (vs batch_128)", {**BATCH_128, "jit": True}),
     "steps_per_execution_8": ("8 training steps per call into the compiled graph (vs batch_128)",
-                              {**FLOAT32_DATA, "batch": 128, "steps_per_execution": 8}),
-    "fast_model": ("fast model: 16-32-64 filters, same padding, pool after each, BN (vs batch_128)",
-                   {**FLOAT32_DATA, "batch": 128, "model": {}}),
-    "fast_model_no_bn": ("fast model without batch normalization (vs fast_model)",
-                         {**FLOAT32_DATA, "batch": 128, "model": {"batch_norm": False}}),
-    "fast_model_wide": ("fast model twice as wide, 32-64-128 filters (vs fast_model)",
-                        {**FLOAT32_DATA, "batch": 128, "model": {"filters": (32, 64, 128)}}),
-    "fast_model_batch_256": ("fast model at batch 256 (vs fast_model)",
-                             {**FLOAT32_DATA, "batch": 256, "model": {}}),
-    "fast_model_stride_2": ("fast model whose first convolution has stride 2 instead of pooling (vs fast_model)",
-                            {**FLOAT32_DATA, "batch": 128, "model": {"first_stride": 2}}),
-    # The notebook's own models keep batch 64 and their definitions; only the input changes.
-    "notebook_dnn_float64": ("notebook dnn, float64 NumPy arrays as the seed fed it", {"notebook_model": "dnn"}),
+                              {**BATCH_128, "steps_per_execution": 8}),
+    "notebook_dnn_float64": ("notebook dnn, float64 NumPy arrays as the original fed it", {"model": "dnn"}),
     "notebook_dnn_tf_data": ("notebook dnn, float32 tf.data (vs notebook_dnn_float64)",
-                             {**FLOAT32_DATA, "notebook_model": "dnn"}),
-    "notebook_cnn_optimized_float64": ("notebook cnn_optimized, float64 NumPy arrays",
-                                       {"notebook_model": "cnn_optimized"}),
+                             {**FLOAT32_DATA, "model": "dnn"}),
+    "notebook_cnn_optimized_float64": ("notebook cnn_optimized, float64 NumPy arrays", {"model": "cnn_optimized"}),
     "notebook_cnn_optimized_tf_data": ("notebook cnn_optimized, float32 tf.data (vs notebook_cnn_optimized_float64)",
-                                       {**FLOAT32_DATA, "notebook_model": "cnn_optimized"}),
+                                       CNN_OPTIMIZED),
+    "cnn_optimized_no_batch_norm": ("cnn_optimized without batch normalization (vs notebook_cnn_optimized_tf_data)",
+                                    {**CNN_OPTIMIZED, "variant": {"batch_normalization": False}}),
+    "cnn_optimized_stride_2": ("cnn_optimized whose first convolution has stride 2 instead of the pooling after it "
+                               "(vs notebook_cnn_optimized_tf_data)",
+                               {**CNN_OPTIMIZED, "variant": {"strided_first_convolution": True}}),
+    "resnet": ("notebook resnet (the best recipe's model) without its augmentation, float32 tf.data", RESNET),
+    "resnet_width_x0.5": ("resnet with half the filters (vs resnet)", {**RESNET, "variant": {"width": 0.5}}),
+    "resnet_width_x2": ("resnet with twice the filters (vs resnet)", {**RESNET, "variant": {"width": 2.0}}),
+    "resnet_batch_64": ("resnet at batch 64 (vs resnet)", {**RESNET, "batch": 64}),
+    "resnet_steps_per_execution_8": ("resnet, 8 training steps per graph call (vs resnet)",
+                                     {**RESNET, "steps_per_execution": 8}),
+    "resnet_onednn_off": ("resnet, oneDNN off (vs resnet)", {**RESNET, "environment": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
 }
-# The notebook's cnn_optimized as the fast model's builder makes it (its L2 penalty costs little).
-NOTEBOOK_CNN_OPTIMIZED = {"dense_units": 256, "dropout": 0.4}
-# name: (what changes against the fast recipe, recipe overrides)
-ACCURACY_LEVERS = {
-    "fast_recipe": ("the fast recipe: BN, one cycle, label smoothing 0.1, batch 128, peak 4e-3", {}),
-    "no_batch_norm": ("without batch normalization", {"batch_norm": False}),
-    "constant_lr": ("constant learning rate 1e-3 instead of one cycle",
-                    {"schedule": "constant", "peak_learning_rate": 1e-3}),
-    "no_label_smoothing": ("without label smoothing", {"label_smoothing": 0.0}),
-    "batch_256": ("batch 256, peak learning rate x sqrt(2)", {"batch_size": 256, "peak_learning_rate": 5.7e-3}),
-    "batch_64": ("batch 64, peak learning rate / sqrt(2)", {"batch_size": 64, "peak_learning_rate": 2.8e-3}),
-    "long_warmup": ("warm-up over 30% of the steps instead of 10%", {"warmup_fraction": 0.3}),
-    "peak_8e-3": ("peak learning rate 8e-3 instead of 4e-3", {"peak_learning_rate": 8e-3}),
-    "stride_2": ("first convolution with stride 2 instead of max-pooling", {"first_stride": 2}),
+THROUGHPUT_IMAGES = 12288  # a multiple of every batch size tried, so no partial batch is traced in a timed epoch
+WARMUP_BATCHES = 10
+TIMED_EPOCHS = 3
+
+# Augmentation speed: name -> (what it measures, the augmentation group it takes from the base, else switches on).
+AUGMENTATION_SPEED = {
+    "augmentation_geometric": ("rotation, shift and zoom: Keras' RandomRotation, RandomTranslation, RandomZoom",
+                               GEOMETRIC),
+    "augmentation_elastic": ("elastic distortions", ELASTIC),
+    "augmentation_photometric": ("blur, contrast, stroke width and noise", PHOTOMETRIC),
+    "augmentation_base": ("the base recipe's whole augmentation", None),
 }
+AUGMENTATION_IMAGES = 12288
+QUICK = {"throughput_images": 512, "warmup_batches": 2, "timed_epochs": 1, "augmentation_images": 512}
+LEVER_NAMES = [*TRAINING_LEVERS, *THROUGHPUT_LEVERS, *AUGMENTATION_SPEED]
 
 
-def base_recipe():
-    """The recipe every lever changes one thing of: the fast recipe with pooling after its first
-    convolution and one step per graph call, as it stood when the levers were measured (it has
-    since adopted the stride-2 and steps_per_execution levers)."""
-    from time_to_accuracy import FAST_RECIPE
-
-    return {**FAST_RECIPE, "first_stride": 1, "steps_per_execution": 1}
+# ==================== Architecture variants of the notebook's models =================
 
 
-def measure_throughput(name):
-    """Train one throughput lever in this process; returns its images per second."""
+def _replace_history(structure, old, new):
+    """The functional config `structure` with every reference to layer `old`'s output pointed at `new`."""
+    if isinstance(structure, dict):
+        return {key: (list(new) if key == "keras_history" and value[0] == old else _replace_history(value, old, new))
+                for key, value in structure.items()}
+    if isinstance(structure, list):
+        if len(structure) == 3 and structure[0] == old and isinstance(structure[1], int):
+            return list(new)  # an entry of output_layers
+        return [_replace_history(value, old, new) for value in structure]
+    return structure
+
+
+def _remove_layer(config, name):
+    """Take a one-input layer out of a functional model's config, wiring its input to its consumers."""
+    layer = next(layer for layer in config["layers"] if layer["name"] == name)
+    source = layer["inbound_nodes"][0]["args"][0]["config"]["keras_history"]
+    config["layers"] = _replace_history([other for other in config["layers"] if other is not layer], name, source)
+    config["output_layers"] = _replace_history(config["output_layers"], name, source)
+    return source[0]
+
+
+def vary_architecture(model, width=1.0, strided_first_convolution=False, batch_normalization=True,
+                      dtype_policy=None):
+    """A notebook model's architecture with one thing changed, as a new model with fresh weights.
+
+    The saved model's functional config is edited and rebuilt with keras.Model.from_config,
+    so the variant keeps everything else of the notebook's model (regularizers, dropout,
+    initializers). `width` scales the filters of every Conv2D (in the residual network the
+    stem, both convolutions of each block and the 1x1 shortcuts alike, so the additions still
+    match); `strided_first_convolution` gives the first Conv2D stride 2 and removes the first
+    max-pooling after it; `batch_normalization=False` removes every BatchNormalization and
+    gives the layer before it a bias; `dtype_policy` (such as "mixed_bfloat16") replaces the
+    float32 policy the saved layers carry.
+    """
+    # A JSON round trip turns the config's tuples into lists, which the edits below expect.
+    config = json.loads(json.dumps(model.get_config()))
+    for layer in config["layers"]:
+        # Built shapes are rebuilt on the first call; stale ones would clash with changed widths.
+        layer.pop("build_config", None)
+        if layer["class_name"] == "Conv2D" and width != 1.0:
+            layer["config"]["filters"] = max(1, round(layer["config"]["filters"] * width))
+        if dtype_policy and layer["class_name"] != "InputLayer":
+            layer["config"]["dtype"] = dtype_policy
+    if strided_first_convolution:
+        convolutions = [layer for layer in config["layers"] if layer["class_name"] == "Conv2D"]
+        if not convolutions:
+            raise ValueError(f"{model.name}: has no Conv2D layer to give stride 2.")
+        convolutions[0]["config"]["strides"] = [2, 2]
+        after = config["layers"][config["layers"].index(convolutions[0]):]
+        pooling = next((layer for layer in after if layer["class_name"] == "MaxPooling2D"), None)
+        if pooling is None:
+            raise ValueError(f"{model.name}: no max-pooling follows its first convolution; it strides already.")
+        _remove_layer(config, pooling["name"])
+    if not batch_normalization:
+        for name in [layer["name"] for layer in config["layers"] if layer["class_name"] == "BatchNormalization"]:
+            source = _remove_layer(config, name)
+            feeding = next(layer for layer in config["layers"] if layer["name"] == source)
+            if "use_bias" in feeding["config"]:
+                feeding["config"]["use_bias"] = True
+    return keras.Model.from_config(config)
+
+
+# ==================== Training levers ================================================
+
+
+def toggled_augmentation(augmentation, group):
+    """The base's augmentation with a group of settings switched on, or off where the base has them."""
+    settings, keys = group
+    current = dict(augmentation or {})
+    if any(value for key, value in current.items() if key.startswith(keys)):
+        changed = {key: value for key, value in current.items() if not key.startswith(keys)}
+    else:
+        changed = {**current, **settings}
+    return changed or None
+
+
+def lever_changes(name, training):
+    """What training lever `name` changes in the base recipe `training`.
+
+    Returns a dict: `training` (overrides of the recorded settings) and any of `width`,
+    `label_smoothing`, `use_ema`, `all_training_images`.
+    """
+    if name == "elastic_distortions":
+        return {"training": {"augmentation": toggled_augmentation(training["augmentation"], ELASTIC)}}
+    if name == "photometric_augmentation":
+        return {"training": {"augmentation": toggled_augmentation(training["augmentation"], PHOTOMETRIC)}}
+    if name == "label_smoothing":
+        return {"label_smoothing": LABEL_SMOOTHING}
+    if name == "weight_averaging":
+        return {"use_ema": True}
+    if name in ("peak_x0.5", "peak_x2"):
+        return {"training": {"learning_rate": training["learning_rate"] * float(name.split("_x")[1])}}
+    if name == "batch_size":
+        return {"training": {"batch_size": 64 if training["batch_size"] == LEVER_BATCH_SIZE else LEVER_BATCH_SIZE}}
+    if name in ("width_x0.5", "width_x2"):
+        return {"width": float(name.split("_x")[1])}
+    if name == "all_training_images":
+        return {"all_training_images": True}
+    if name in ("base", "test_time_augmentation"):
+        return {}
+    raise ValueError(f"{name!r} is not a training lever; choose from {', '.join(TRAINING_LEVERS)}.")
+
+
+def averaged_weights_accuracy(test_inputs, test_labels):
+    """An evaluation for EpochEvaluation: test accuracy with the optimizer's moving averages in place of the weights."""
+    def evaluate(model):
+        weights = [variable.numpy() for variable in model.trainable_variables]
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+        try:
+            return helpers.accuracy(model.predict(test_inputs, batch_size=recipes.INFERENCE_BATCH, verbose=0),
+                                    test_labels)
+        finally:
+            for variable, value in zip(model.trainable_variables, weights):
+                variable.assign(value)
+    return evaluate
+
+
+def train_lever(name, base_training, settings, splits, seed):
+    """Train lever `name` once: the base's clone and settings with the lever's one change; returns its record."""
+    changes = lever_changes(name, base_training)
+    training = {**base_training, **changes.get("training", {})}
+    keras.utils.set_random_seed(seed)
+    model = recipes.fresh_model(settings["model"], settings["models_dir"])
+    if "width" in changes:
+        model = vary_architecture(model, width=changes["width"])
+    if changes.get("all_training_images"):
+        count = settings["all_images"]
+        inputs, labels = splits.all_inputs[:count], splits.all_labels[:count]
+    else:
+        inputs, labels = splits.fit_inputs[:training["train_images"]], splits.fit_labels[:training["train_images"]]
+    helpers.compile_for_training(model, training, recipes.steps_per_epoch(len(inputs), training["batch_size"]))
+    # A lever that changes the loss or the optimizer recompiles with that one change, keeping
+    # the optimizer (and its schedule) that compile_for_training chose.
+    if changes.get("label_smoothing"):
+        labels = recipes.one_hot(labels)
+        model.compile(optimizer=model.optimizer, metrics=["accuracy"],
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=changes["label_smoothing"]))
+    if changes.get("use_ema"):
+        optimizer = type(model.optimizer).from_config({**model.optimizer.get_config(), "use_ema": True})
+        model.compile(optimizer=optimizer, loss=model.loss, metrics=["accuracy"])
+    evaluations = {}
+    if name == "base":
+        evaluations["shifted"] = recipes.EpochEvaluation(lambda trained: helpers.accuracy(
+            helpers.shifted_predictions(trained, splits.test_inputs), splits.test_labels))
+    if changes.get("use_ema"):
+        evaluations["averaged"] = recipes.EpochEvaluation(averaged_weights_accuracy(splits.test_inputs,
+                                                                                    splits.test_labels))
+    clock = recipes.fit_notebook_recipe(model, training, inputs, labels, splits, seed, f"{name} seed {seed}",
+                                        validation=not changes.get("all_training_images"),
+                                        callbacks=list(evaluations.values()))
+    averaged = evaluations.get("averaged")
+    record = recipes.run_record(model, clock, len(inputs), splits.test_inputs, splits.test_labels, seed,
+                                test_accuracy=averaged.values if averaged else None)
+    if averaged:
+        record["test_accuracy_without_averaging"] = [round(value, 4) for value in clock.test_accuracy]
+    if "shifted" in evaluations:
+        record["test_accuracy_shifted"] = [round(value, 4) for value in evaluations["shifted"].values]
+        record["final_test_accuracy_shifted"] = round(helpers.accuracy(
+            helpers.shifted_predictions(model, splits.test_inputs), splits.test_labels), 4)
+    return record
+
+
+def shifted_records(base_records):
+    """The base's runs as the lever test_time_augmentation sees them: accuracy with shifted predictions."""
+    records = []
+    for record in base_records:
+        shifted = dict(record)
+        shifted["test_accuracy"] = record["test_accuracy_shifted"]
+        shifted["final_test_accuracy"] = record["final_test_accuracy_shifted"]
+        shifted["test_accuracy_plain"] = record["test_accuracy"]
+        shifted["seconds_to"] = recipes.seconds_to_thresholds(record["epoch_seconds"], record["epoch_cpu_seconds"],
+                                                              record["test_accuracy_shifted"])
+        records.append(shifted)
+    return records
+
+
+def lever_entry(description, records, setup, changes):
+    """What levers.json keeps of one training lever: its setup (the base), its change, every run, the summary."""
+    return {"description": description, "changes": changes, "setup": setup,
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "seeds": {str(record["seed"]): record for record in records},
+            "summary": recipes.summarize_seeds(records)}
+
+
+def run_training_levers(names, arguments, base_training, run, splits):
+    """Each selected training lever over every seed, each saved as soon as it is measured."""
+    all_images = min(len(splits.all_inputs), round(base_training["train_images"] / (1 - run["validation_split"])))
+    settings = {"model": arguments.model, "models_dir": arguments.models_dir, "all_images": all_images}
+    # A lever is compared with the base measured on the same setup: the same recipe, images and seeds.
+    setup = {"model": arguments.model, "epochs": base_training["epochs"], "train_images": base_training["train_images"],
+             "test_images": len(splits.test_inputs), "seeds": arguments.seeds, "quick": arguments.quick,
+             "base_training": base_training}
+    names = [name for name in TRAINING_LEVERS if name in names]  # the base first, test-time augmentation after it
+    stored = read_levers(arguments.output).get("training", {}).get("base")
+    if names and "base" not in names and not (stored and stored["setup"] == setup):
+        print(f"levers.json has no base measured with {setup}; training it first.", flush=True)
+        names = ["base", *names]
+    for name in names:
+        if name == "test_time_augmentation":
+            base = read_levers(arguments.output)["training"]["base"]
+            records = shifted_records(list(base["seeds"].values()))
+            changes = {"evaluation": {"shifts": [list(shift) for shift in helpers.ONE_PIXEL_SHIFTS]}}
+        else:
+            try:
+                changes = lever_changes(name, base_training)
+            except ValueError as error:
+                print(f"{name}: skipped, {error}", flush=True)
+                continue
+            if changes.get("all_training_images"):
+                changes = {**changes, "train_images": all_images}
+            print(f"{name}: {TRAINING_LEVERS[name]} {changes or ''}", flush=True)
+            records = [train_lever(name, base_training, settings, splits, seed) for seed in arguments.seeds]
+        entry = lever_entry(TRAINING_LEVERS[name], records, setup, changes)
+        save_lever(arguments.output, "training", name, entry)
+        accuracy = entry["summary"]["final_test_accuracy"]
+        print(f"{name}: final test accuracy {accuracy['mean'] * 100:.2f}% ({accuracy['min'] * 100:.2f}-"
+              f"{accuracy['max'] * 100:.2f}), {entry['summary']['cpu_seconds_per_epoch']:.1f} CPU s per epoch",
+              flush=True)
+
+
+# ==================== Throughput levers ==============================================
+
+
+def measure_throughput(name, arguments):
+    """Train one throughput lever in this process; returns its images per second and CPU seconds."""
     settings = THROUGHPUT_LEVERS[name][1]
+    sizes = QUICK if arguments.quick else {"throughput_images": THROUGHPUT_IMAGES, "warmup_batches": WARMUP_BATCHES,
+                                           "timed_epochs": TIMED_EPOCHS}
     import tensorflow as tf
 
     # Thread pools are sized when TensorFlow's runtime starts, i.e. before its first operation.
@@ -111,38 +373,32 @@ def measure_throughput(name):
         tf.config.threading.set_intra_op_parallelism_threads(settings["intra_threads"])
     if "inter_threads" in settings:
         tf.config.threading.set_inter_op_parallelism_threads(settings["inter_threads"])
-    import keras
-
-    from time_to_accuracy import build_dnn, build_fast_cnn, build_seed_cnn, one_hot
-
-    if "policy" in settings:
-        keras.mixed_precision.set_global_policy(settings["policy"])
+    model_name = settings.get("model", recipes.ORIGINAL_RECIPE["model"])
+    if model_name == recipes.ORIGINAL_RECIPE["model"]:
+        training = dict(recipes.ORIGINAL_RECIPE)
+    else:
+        training, _ = recipes.notebook_training(model_name, arguments.metrics)
     keras.utils.set_random_seed(0)
-    (train_images, train_labels), _ = helpers.load_mnist()
-    images, labels = train_images[:THROUGHPUT_IMAGES], train_labels[:THROUGHPUT_IMAGES]
+    model = recipes.fresh_model(model_name, arguments.models_dir)
+    if "variant" in settings or "policy" in settings:
+        model = vary_architecture(model, **settings.get("variant", {}), dtype_policy=settings.get("policy"))
+    (train_images, train_labels), _ = helpers.load_mnist(arguments.data_dir)
+    images, labels = train_images[:sizes["throughput_images"]], train_labels[:sizes["throughput_images"]]
     if settings.get("dtype") == "float32":
         inputs = helpers.to_model_input(images)
     else:
-        inputs = (images / 255.0)[..., None]  # float64, as the seed had it
-    batch_size = settings.get("batch", 64)
-    if "model" in settings or settings.get("notebook_model") == "cnn_optimized":
-        recipe = {**base_recipe(), **settings.get("model", NOTEBOOK_CNN_OPTIMIZED)}
-        model = build_fast_cnn(recipe, total_steps=1000)
-        labels = one_hot(labels)
-    elif settings.get("notebook_model") == "dnn":
-        model = build_dnn()
-        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    else:
-        model = build_seed_cnn()
+        inputs = (images / 255.0)[..., None]  # float64, as the original had it
+    batch_size = settings.get("batch", training["batch_size"])
+    helpers.compile_for_training(model, training, recipes.steps_per_epoch(len(inputs), batch_size))
     if settings.get("jit") or settings.get("steps_per_execution"):
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"],
                       jit_compile=settings.get("jit", False),
                       steps_per_execution=settings.get("steps_per_execution", 1))
 
-    warmup_count = batch_size * WARMUP_BATCHES
+    warmup_count = batch_size * sizes["warmup_batches"]
     if settings.get("pipeline"):
         data = helpers.make_dataset(inputs, labels, batch_size, shuffle=True, seed=0)
-        model.fit(data.take(WARMUP_BATCHES), epochs=1, verbose=0, shuffle=False)
+        model.fit(data.take(sizes["warmup_batches"]), epochs=1, verbose=0, shuffle=False)
 
         def one_epoch():
             model.fit(data, epochs=1, verbose=0, shuffle=False)
@@ -152,96 +408,212 @@ def measure_throughput(name):
         def one_epoch():
             model.fit(inputs, labels, batch_size=batch_size, epochs=1, verbose=0)
     wall_seconds, cpu_seconds = [], []
-    for _ in range(TIMED_EPOCHS):
+    for _ in range(sizes["timed_epochs"]):
         wall_start, cpu_start = time.perf_counter(), time.process_time()
         one_epoch()
         wall_seconds.append(time.perf_counter() - wall_start)
         cpu_seconds.append(time.process_time() - cpu_start)
-    seconds = sorted(wall_seconds)[len(wall_seconds) // 2]
-    images_per_second = len(inputs) / seconds
+    images_per_second = len(inputs) / float(np.median(wall_seconds))
     multiply_adds = helpers.count_multiply_adds(model)
-    from time_to_accuracy import training_gflops
-
-    return {"images_per_second": round(images_per_second),
+    return {"model": model_name, "batch_size": batch_size, "parameters": int(model.count_params()),
+            "images_per_second": round(images_per_second),
             "seconds_per_60k_images": round(60000 / images_per_second, 1),
             "epoch_seconds": [round(value, 2) for value in wall_seconds],
-            "cpu_seconds_per_1k_images": round(1000 * sorted(cpu_seconds)[len(cpu_seconds) // 2] / len(inputs), 3),
+            "cpu_seconds_per_1k_images": round(1000 * float(np.median(cpu_seconds)) / len(inputs), 3),
             "multiply_adds_per_image": multiply_adds,
-            "training_gflops_per_second": round(training_gflops(multiply_adds, images_per_second), 1)}
+            "training_gflops_per_second": round(helpers.training_gflops(multiply_adds, images_per_second), 1)}
 
 
-def run_throughput_levers():
-    """Every throughput lever, each in a fresh Python process."""
-    results = {}
-    for name, (description, settings) in THROUGHPUT_LEVERS.items():
-        environment = {**os.environ, **settings.get("environment", {})}
-        completed = subprocess.run([sys.executable, __file__, "--lever", name],
-                                   capture_output=True, text=True, env=environment)
+def run_throughput_levers(names, arguments):
+    """Each selected throughput lever in a fresh Python process, saved as soon as it is measured."""
+    for name in names:
+        description, settings = THROUGHPUT_LEVERS[name]
+        # The child runs in the project root (so that `-m benchmarks.levers` imports), hence absolute paths.
+        command = [sys.executable, "-m", "benchmarks.levers", "--measure-throughput", name,
+                   "--models-dir", str(arguments.models_dir.resolve()), "--metrics", str(arguments.metrics.resolve())]
+        if arguments.data_dir:
+            command += ["--data-dir", str(Path(arguments.data_dir).resolve())]
+        if arguments.quick:
+            command.append("--quick")
+        completed = subprocess.run(command, capture_output=True, text=True, cwd=recipes.PROJECT_ROOT,
+                                   env={**os.environ, **settings.get("environment", {})})
+        entry = {"description": description, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                 "images": QUICK["throughput_images"] if arguments.quick else THROUGHPUT_IMAGES}
         if completed.returncode != 0:
             lines = completed.stderr.strip().splitlines() or ["no output"]
-            results[name] = {"description": description, "error": lines[-1][:300]}
-            print(f"{name:<22} failed: {lines[-1][:150]}", flush=True)
-            continue
-        measured = json.loads(completed.stdout.strip().splitlines()[-1])
-        results[name] = {"description": description, **measured}
-        print(f"{name:<22}{measured['images_per_second']:>8,} img/s {measured['seconds_per_60k_images']:>6.1f} s/60k "
-              f"{measured['cpu_seconds_per_1k_images']:>6.3f} CPU s/1k {measured['training_gflops_per_second']:>6.1f} "
-              f"GFLOP/s  {description}", flush=True)
-    return results
+            entry["error"] = lines[-1][:300]
+            print(f"{name:<30} failed: {lines[-1][:150]}", flush=True)
+        else:
+            measured = json.loads(completed.stdout.strip().splitlines()[-1])
+            entry.update(measured)
+            print(f"{name:<30}{measured['images_per_second']:>8,} img/s {measured['cpu_seconds_per_1k_images']:>6.3f} "
+                  f"CPU s/1k {measured['training_gflops_per_second']:>6.1f} GFLOP/s  {description}", flush=True)
+        save_lever(arguments.output, "throughput", name, entry)
 
 
-def run_accuracy_levers():
-    """Every accuracy lever in this process: the fast model, one change at a time, a few epochs each."""
-    import keras
-    import numpy as np
-
-    from time_to_accuracy import build_fast_cnn, epoch_clock, one_hot, seconds_to_thresholds
-
-    (train_images, train_labels), (test_images, test_labels) = helpers.load_mnist()
-    train_inputs, test_inputs = helpers.to_model_input(train_images), helpers.to_model_input(test_images)
-    results = {}
-    for name, (description, overrides) in ACCURACY_LEVERS.items():
-        recipe = {**base_recipe(), **overrides, "epochs": ACCURACY_EPOCHS}
-        keras.utils.set_random_seed(42)
-        data = helpers.make_dataset(train_inputs, one_hot(train_labels), recipe["batch_size"],
-                                    shuffle=True, seed=42)
-        model = build_fast_cnn(recipe, recipe["epochs"] * -(-len(train_inputs) // recipe["batch_size"]))
-        clock = epoch_clock(test_inputs, test_labels, name)
-        model.fit(data, epochs=recipe["epochs"], verbose=0, shuffle=False, callbacks=[clock])
-        cumulative = np.cumsum(clock.epoch_seconds)
-        results[name] = {
-            "description": description,
-            "epochs": recipe["epochs"],
-            "epoch_seconds_cumulative": [round(float(value), 1) for value in cumulative],
-            "test_accuracy": [round(value, 4) for value in clock.test_accuracy],
-            "seconds_to": seconds_to_thresholds(cumulative, clock.test_accuracy),
-        }
-    return results
+# ==================== Augmentation speed =============================================
 
 
-def main():
+def augmentation_settings(name, base_augmentation):
+    """What augmentation lever `name` measures: the base's settings of its group, else the group switched on."""
+    group = AUGMENTATION_SPEED[name][1]
+    if group is None:
+        return dict(base_augmentation or {})
+    settings, keys = group
+    from_base = {key: value for key, value in (base_augmentation or {}).items() if key.startswith(keys)}
+    return from_base if any(from_base.values()) else dict(settings)
+
+
+def pipeline_cpu_seconds(inputs, labels, batch_size, augmentation, passes):
+    """Median wall and CPU seconds of one pass over a cached tf.data pipeline (after a warm-up pass)."""
+    data = helpers.make_dataset(inputs, labels, batch_size, augmentation=augmentation)
+    for _ in data:  # fills the cache and traces the augmentation
+        pass
+    wall, cpu = [], []
+    for _ in range(passes):
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
+        for _ in data:
+            pass
+        wall.append(time.perf_counter() - wall_start)
+        cpu.append(time.process_time() - cpu_start)
+    return float(np.median(wall)), float(np.median(cpu))
+
+
+def run_augmentation_speed(names, arguments, base_training, splits):
+    """Images per CPU-second of each selected augmentation, net of the pipeline without it."""
+    count = QUICK["augmentation_images"] if arguments.quick else AUGMENTATION_IMAGES
+    passes = 1 if arguments.quick else 3
+    inputs, labels = splits.fit_inputs[:count], splits.fit_labels[:count]
+    batch_size = base_training["batch_size"]
+    _, reference_cpu = pipeline_cpu_seconds(inputs, labels, batch_size, None, passes)
+    for name in names:
+        settings = augmentation_settings(name, base_training["augmentation"])
+        entry = {"description": AUGMENTATION_SPEED[name][0], "settings": settings, "images": len(inputs),
+                 "batch_size": batch_size, "passes": passes,
+                 "date": datetime.datetime.now().isoformat(timespec="seconds")}
+        if not settings:
+            entry["error"] = "the base recipe has no augmentation"
+        else:
+            wall, cpu = pipeline_cpu_seconds(inputs, labels, batch_size, helpers.augmentation_layers(settings, 0),
+                                             passes)
+            net_cpu = max(cpu - reference_cpu, 1e-9)
+            entry.update({"images_per_cpu_second": round(len(inputs) / net_cpu),
+                          "cpu_seconds_per_48k_images": round(net_cpu * 48000 / len(inputs), 2),
+                          "pipeline_images_per_second": round(len(inputs) / wall)})
+            print(f"{name:<26}{entry['images_per_cpu_second']:>9,} images per CPU-second, "
+                  f"{entry['cpu_seconds_per_48k_images']:.2f} CPU s per 48,000 images  {settings}", flush=True)
+        save_lever(arguments.output, "augmentation_speed", name, entry)
+
+
+# ==================== levers.json ====================================================
+
+
+def read_levers(path):
+    """What levers.json holds so far ({} when there is no file)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot be read as JSON ({error}); restore it with git or delete it.") from error
+
+
+def save_lever(path, section, name, entry):
+    """Merge one measured lever into levers.json, atomically, keeping everything else there."""
+    results = read_levers(path)
+    results["cpu"] = helpers.cpu_description()
+    results.setdefault(section, {})[name] = entry
+    helpers.write_json(results, path)
+
+
+def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lever", choices=sorted(THROUGHPUT_LEVERS),
-                        help="measure one throughput lever in this process and print its JSON")
-    parser.add_argument("--part", choices=("throughput", "accuracy", "all"), default="all")
-    parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks" / "levers.json")
-    arguments = parser.parse_args()
-    if arguments.lever:
-        print(json.dumps(measure_throughput(arguments.lever)))
-        return
+    parser.add_argument("--levers", default=",".join(LEVER_NAMES),
+                        help="comma-separated levers to measure (default: all; see --list)")
+    parser.add_argument("--list", action="store_true", help="print every lever and what it changes, then stop")
+    parser.add_argument("--model", default=BEST_MODEL,
+                        help=f"the notebook model of the base recipe (default {BEST_MODEL})")
+    parser.add_argument("--seeds", default=",".join(map(str, recipes.SEEDS)),
+                        help="comma-separated random seeds; each training lever trains once per seed "
+                             "(default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per training lever (default: the recorded ones)")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="at most this many training images (default: the recorded 48,000)")
+    parser.add_argument("--models-dir", type=Path, default=recipes.MODELS_DIR,
+                        help="the notebook's saved models (default saved_models/)")
+    parser.add_argument("--metrics", type=Path, default=recipes.METRICS_PATH,
+                        help="the notebook's metrics with each model's training settings "
+                             "(default figures/metrics.json)")
+    parser.add_argument("--data-dir", default=None,
+                        help="MNIST folder (default: $MNIST_DIR, else keras.datasets.mnist downloads it)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="levers file to merge into (default benchmarks/levers.json; "
+                             "with --quick a temporary file)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: a small slice of MNIST, one epoch, short throughput timings")
+    parser.add_argument("--measure-throughput", choices=sorted(THROUGHPUT_LEVERS), help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+    arguments.levers = [name.strip() for name in arguments.levers.split(",") if name.strip()]
+    unknown = [name for name in arguments.levers if name not in LEVER_NAMES]
+    if unknown:
+        parser.error(f"--levers: unknown {', '.join(unknown)}; choose from {', '.join(LEVER_NAMES)}")
+    try:
+        arguments.seeds = [int(seed) for seed in arguments.seeds.split(",") if seed.strip()]
+    except ValueError:
+        parser.error(f"--seeds {arguments.seeds!r}: give whole numbers separated by commas, such as 42,7")
+    if not arguments.seeds:
+        parser.error("--seeds: give at least one seed")
+    for option in ("epochs", "train_images"):
+        if getattr(arguments, option) is not None and getattr(arguments, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1")
+    if arguments.output is None:
+        arguments.output = Path(tempfile.mkdtemp()) / "levers.json" if arguments.quick else LEVERS_PATH
+    elif arguments.quick and arguments.output.resolve() == LEVERS_PATH.resolve():
+        parser.error(f"--quick never writes {LEVERS_PATH}: its numbers say nothing about the levers; "
+                     "give another --output")
+    return arguments
 
-    # Merge into earlier results, so that one part can be measured again on its own.
-    results = json.loads(arguments.output.read_text()) if arguments.output.is_file() else {}
-    results.update({"cpu": helpers.cpu_description(), "throughput_images": THROUGHPUT_IMAGES,
-                    "accuracy_epochs": ACCURACY_EPOCHS})
-    if arguments.part in ("throughput", "all"):
-        results["throughput"] = run_throughput_levers()
-        results["throughput_date"] = datetime.datetime.now().isoformat(timespec="seconds")
-        helpers.write_json(results, arguments.output)
-    if arguments.part in ("accuracy", "all"):
-        results["accuracy"] = run_accuracy_levers()
-        results["accuracy_date"] = datetime.datetime.now().isoformat(timespec="seconds")
-        helpers.write_json(results, arguments.output)
+
+def main(argv=None):
+    arguments = parse_arguments(argv)
+    if arguments.list:
+        for group in (TRAINING_LEVERS, {name: entry[0] for name, entry in THROUGHPUT_LEVERS.items()},
+                      {name: entry[0] for name, entry in AUGMENTATION_SPEED.items()}):
+            for name, description in group.items():
+                print(f"{name:<32}{description}")
+        return
+    if arguments.measure_throughput:
+        try:
+            print(json.dumps(measure_throughput(arguments.measure_throughput, arguments)))
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"error: {error}") from None
+        return
+    selected = arguments.levers
+    training_names = [name for name in selected if name in TRAINING_LEVERS]
+    throughput_names = [name for name in selected if name in THROUGHPUT_LEVERS]
+    augmentation_names = [name for name in selected if name in AUGMENTATION_SPEED]
+    print(f"{helpers.cpu_description()}; seeds {arguments.seeds}; writing {arguments.output}", flush=True)
+    if training_names or augmentation_names:
+        # Read everything the notebook must have written before measuring anything.
+        try:
+            base_training, run = recipes.notebook_training(arguments.model, arguments.metrics)
+            helpers.load_saved_model(arguments.models_dir / f"{arguments.model}.keras")
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"error: {error}") from None
+        splits = recipes.load_splits(arguments.data_dir, run["validation_split"], arguments.quick)
+        base_training["epochs"] = arguments.epochs or (1 if arguments.quick else base_training["epochs"])
+        fit_images = len(splits.fit_inputs)
+        base_training["train_images"] = min(base_training["train_images"], arguments.train_images or fit_images,
+                                            fit_images)
+        print(f"base: the notebook's {arguments.model} with {base_training}", flush=True)
+    if augmentation_names:
+        run_augmentation_speed(augmentation_names, arguments, base_training, splits)
+    if throughput_names:
+        run_throughput_levers(throughput_names, arguments)
+    if training_names:
+        run_training_levers(training_names, arguments, base_training, run, splits)
     print(f"written to {arguments.output}")
 
 

@@ -1,85 +1,251 @@
 """Write the measured tables into benchmarks/README.md and the README's performance section.
 
-Reads benchmarks/results.json (time_to_accuracy.py), benchmarks/levers.json (levers.py) and
+Reads benchmarks/results.json (time_to_accuracy), benchmarks/levers.json (levers) and
 figures/metrics.json (the notebook's full run), so every number in the two READMEs comes from
-a file that a run wrote, never from memory:
+a file that a run wrote, never from memory. A table whose results do not exist yet says so.
 
-    python benchmarks/report.py
+    python -m benchmarks.report
 """
 
 import json
 import re
-import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+import helpers
+from benchmarks import levers as lever_definitions
+from benchmarks import recipes
 
-import helpers  # noqa: E402
-from time_to_accuracy import training_gflops  # noqa: E402
-
-BASELINES = ("dnn", "cnn_basic", "cnn_optimized")
-# Which throughput levers measure each notebook baseline before (float64 NumPy) and after (tf.data).
-NOTEBOOK_LEVERS = {"dnn": ("notebook_dnn_float64", "notebook_dnn_tf_data"),
-                   "cnn_basic": ("seed", "tf_data"),
-                   "cnn_optimized": ("notebook_cnn_optimized_float64", "notebook_cnn_optimized_tf_data")}
+RECIPES = ("original", "best")
+NOT_MEASURED = "not measured yet"
 
 
-def reached(entry, label):
-    hit = entry["seconds_to"][label]
-    return f"{hit['seconds']:.1f} s (epoch {hit['epoch']})" if hit else "not reached"
+def read_optional_json(path):
+    """A JSON file's content, or None when there is no file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot be read as JSON ({error}); restore it with git or measure again.") from error
+
+
+def percent(value):
+    return f"{value * 100:.2f}%"
+
+
+def accuracy_text(spread):
+    """'99.62% (99.60-99.64)', or one number for a single seed."""
+    if spread["min"] == spread["max"]:
+        return percent(spread["mean"])
+    return f"{percent(spread['mean'])} ({spread['min'] * 100:.2f}-{spread['max'] * 100:.2f})"
+
+
+def seconds_text(spread):
+    """'231 (220-242)' seconds, one number when the seeds agree to the second, '-' when not measured."""
+    if spread is None:
+        return "-"
+    low, high = f"{spread['min']:.0f}", f"{spread['max']:.0f}"
+    return f"{spread['mean']:.0f}" if low == high else f"{spread['mean']:.0f} ({low}-{high})"
+
+
+def plural(count, noun):
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def recipe_label(results, key):
+    """'original (cnn_basic, 10 epochs)'."""
+    recipe = results["recipes"][key]
+    return f"{key} ({recipe['model']}, {recipe['settings']['epochs']} epochs)"
+
+
+def seeds_text(seeds):
+    return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
+
+
+# ==================== Time to accuracy ===============================================
 
 
 def time_to_accuracy_markdown(results):
-    """The seed against the project's recipe: seconds to each accuracy, throughput, cost."""
+    """The original recipe against the notebook's best: seconds to each accuracy, throughput, cost."""
+    if results is None:
+        return f"Time to accuracy: {NOT_MEASURED}; run `make benchmark`."
+    thresholds = list(recipes.THRESHOLDS)
     lines = [
-        f"Measured {results['date'][:10]} on {results['cpu']} (TensorFlow {results['tensorflow']}, "
-        f"Keras {results['keras']}), both recipes in one process, one after the other.",
+        f"Measured {results['date'][:10]} on {results['cpu']} (TensorFlow {results['tensorflow']}, Keras "
+        f"{results['keras']}), {seeds_text(results['seeds'])}, both recipes in one process. Seconds to an "
+        "accuracy: mean over the seeds (lowest-highest), and the epoch; a mean only when every seed reached it.",
         "",
-        "| recipe | to 99.0% | to 99.5% | final test accuracy | training s | train images/s "
-        "| inference images/s | multiply-adds per image | training GFLOP/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| recipe | " + " | ".join(f"to {label}%" for label in thresholds) + " | final test accuracy | training s "
+        "| CPU s | train images/s | inference images/s | multiply-adds per image | training GFLOP/s |",
+        "| --- |" + " --- |" * len(thresholds) + " --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for key in ("seed", "project"):
-        entry = results[key]
+    for key in RECIPES:
+        if key not in results["recipes"]:
+            lines.append(f"| {key} | {NOT_MEASURED} |" + " |" * (len(thresholds) + 6))
+            continue
+        summary = results["recipes"][key]["summary"]
         lines.append(
-            f"| {key} | {reached(entry, '99.0')} | {reached(entry, '99.5')} | "
-            f"{entry['test_accuracy'][-1] * 100:.2f}% ({len(entry['test_accuracy'])} epochs) | "
-            f"{entry['epoch_seconds_cumulative'][-1]:.1f} | {entry['train_images_per_second']:,} | "
-            f"{entry['inference_images_per_second']:,} | {entry['multiply_adds_per_image']:,} | "
-            f"{entry['training_gflops_per_second']:.1f} |")
-    ratio = results["ratio_seconds_to_99.0"]
-    ceiling = results["matmul_gflops_per_second"]
-    lines += [
+            f"| {recipe_label(results, key)} | "
+            + " | ".join(recipes.reached_text(summary, label) for label in thresholds)
+            + f" | {accuracy_text(summary['final_test_accuracy'])} | {seconds_text(summary['training_seconds'])} | "
+            f"{seconds_text(summary['training_cpu_seconds'])} | {summary['train_images_per_second']:,} | "
+            f"{summary['inference_images_per_second']:,} | {summary['multiply_adds_per_image']:,} | "
+            f"{summary['training_gflops_per_second']:.1f} |")
+    ratio = results.get("ratio_seconds_to_99.0")
+    cpu_ratio = results.get("ratio_cpu_seconds_to_99.0")
+    lines += ["", (f"**Seconds to 99.0% test accuracy, best / original: {ratio:.3f}**"
+                   + (f" (CPU seconds: {cpu_ratio:.3f})." if cpu_ratio is not None else ".")
+                   if ratio is not None else
+                   "**No ratio: not every seed of both recipes reached 99.0%, or one recipe is not measured yet.**")]
+    ceiling = results.get("matmul_gflops_per_second")
+    if ceiling:
+        shares = [f"{results['recipes'][key]['summary']['training_gflops_per_second'] / ceiling * 100:.0f}% of that "
+                  f"in the {key} recipe" for key in RECIPES if key in results["recipes"]]
+        lines += ["", f"A large float32 matrix product reaches {ceiling} GFLOP/s on this CPU; training reaches "
+                      f"{' and '.join(shares)}. Small convolutions, batch normalization, pooling and the "
+                      "optimizer's updates are memory-bound, which is where the rest goes."]
+    lines += ["", "Test accuracy after each epoch (cumulative training seconds in brackets):", ""]
+    for key in RECIPES:
+        for seed, record in results["recipes"].get(key, {}).get("seeds", {}).items():
+            cumulative, total = [], 0.0
+            for seconds in record["epoch_seconds"]:
+                total += seconds
+                cumulative.append(total)
+            steps = ", ".join(f"{percent(accuracy)} ({seconds:.0f} s)"
+                              for accuracy, seconds in zip(record["test_accuracy"], cumulative))
+            lines.append(f"- {key}, seed {seed}: {steps}")
+    if results.get("note"):
+        lines += ["", f"_{results['note']}_"]
+    return "\n".join(lines)
+
+
+# ==================== Training levers ================================================
+
+
+def verdict(name, entry, base):
+    """One line on what a lever gave: its accuracy change against the seeds' spread, and its cost per epoch."""
+    if name == "base":
+        return "the reference"
+    change = (entry["summary"]["final_test_accuracy"]["mean"] - base["summary"]["final_test_accuracy"]["mean"]) * 100
+    spreads = [(summary["final_test_accuracy"]["max"] - summary["final_test_accuracy"]["min"]) * 100
+               for summary in (entry["summary"], base["summary"])]
+    if min(entry["summary"]["seeds"], base["summary"]["seeds"]) < 2:
+        accuracy = f"{change:+.2f} points on one seed, too few to tell"
+    elif abs(change) > max(spreads):
+        accuracy = (f"{'helped' if change > 0 else 'hurt'}: {change:+.2f} points, beyond the seeds' spread of "
+                    f"{max(spreads):.2f}")
+    else:
+        accuracy = f"no clear change: {change:+.2f} points, within the seeds' spread of {max(spreads):.2f}"
+    if name == "test_time_augmentation":
+        predictions = len(entry["changes"]["evaluation"]["shifts"])
+        return f"{accuracy}; no training of its own, {predictions} predictions per image"
+    ratio = entry["summary"]["cpu_seconds_per_epoch"] / base["summary"]["cpu_seconds_per_epoch"]
+    cost = ("about the same CPU per epoch" if 0.9 <= ratio <= 1.1 else
+            f"x{ratio:.2f} the CPU per epoch")
+    return f"{accuracy}; {cost}"
+
+
+def change_text(entry):
+    """What a lever changed in its run, where the base decides it: 'batch 64', 'off: elastic_alpha', 'filters x2'."""
+    changes, base = entry["changes"], entry["setup"]["base_training"]
+    parts = []
+    for key, value in changes.get("training", {}).items():
+        if key == "augmentation":
+            before, after = set(base["augmentation"] or {}), set(value or {})
+            parts += [f"{verb}: {', '.join(sorted(keys))}" for verb, keys in (("on", after - before),
+                                                                             ("off", before - after)) if keys]
+        elif key == "learning_rate":
+            parts.append(f"peak {value:g}")
+        elif key == "batch_size":
+            parts.append(f"batch {value}")
+    if "width" in changes:
+        parts.append(f"filters x{changes['width']:g}")
+    if "train_images" in changes:
+        parts.append(f"{changes['train_images']:,} images")
+    return "; ".join(parts)
+
+
+def training_levers_markdown(levers):
+    """One row per training lever, measured or not: final accuracy, change against the base, CPU per epoch, verdict."""
+    measured = {name: entry for name, entry in (levers or {}).get("training", {}).items()
+                if not entry["setup"].get("quick")}
+    base = measured.get("base")
+    lines = []
+    if base:
+        setup, training = base["setup"], base["setup"]["base_training"]
+        augmentation = ", ".join(f"{key} {value}" for key, value in (training["augmentation"] or {}).items()) or "none"
+        lines += [
+            f"Training levers, each changing one thing of the base: the notebook's `{setup['model']}` cloned from "
+            f"`saved_models/` and trained as `figures/metrics.json` records it ({plural(setup['epochs'], 'epoch')} of "
+            f"{setup['train_images']:,} images, batch {training['batch_size']}, {training['schedule']} schedule with "
+            f"peak {training['learning_rate']:g}, augmentation: {augmentation}), {seeds_text(setup['seeds'])}; base "
+            f"measured {base['date'][:10]}. Final test accuracy: mean over the seeds (lowest-highest). CPU seconds "
+            "per epoch: the median epoch of all seeds, the validation pass included.",
+            "",
+        ]
+    else:
+        lines += [f"Training levers: the base (the notebook's best recipe) is {NOT_MEASURED}; run `make levers`.", ""]
+    lines += ["| lever | what changes | final test accuracy | change vs base | CPU s per epoch | verdict |",
+              "| --- | --- | --- | ---: | ---: | --- |"]
+    for name, description in lever_definitions.TRAINING_LEVERS.items():
+        entry = measured.get(name)
+        if entry is None:
+            lines.append(f"| `{name}` | {description} | {NOT_MEASURED} | | | |")
+            continue
+        summary = entry["summary"]
+        if name == "base":
+            change, judgement = "", verdict(name, entry, base)
+        elif base is None or entry["setup"] != base["setup"]:
+            change, judgement = "", "no comparison: the base was measured with other settings"
+        else:
+            difference = summary["final_test_accuracy"]["mean"] - base["summary"]["final_test_accuracy"]["mean"]
+            change = f"{difference * 100:+.2f}"
+            judgement = verdict(name, entry, base)
+        actual = change_text(entry)
+        description = f"{description} ({actual})" if actual else description
+        lines.append(f"| `{name}` | {description} | {accuracy_text(summary['final_test_accuracy'])} | {change} | "
+                     f"{summary['cpu_seconds_per_epoch']:.1f} | {judgement} |")
+    return "\n".join(lines)
+
+
+def augmentation_speed_markdown(levers):
+    """The augmentation layers' own speed, net of the pipeline without them."""
+    speeds = levers["augmentation_speed"]
+    first = next(iter(speeds.values()))
+    passes = first.get("passes", 3)
+    passes_text = f"the median of {passes} passes" if passes > 1 else "one pass"
+    lines = [
+        f"The augmentation layers' own speed: {first['images']:,} images in batches of {first['batch_size']} through "
+        "the cached `tf.data` pipeline, CPU seconds net of the same pipeline without augmentation "
+        f"({passes_text}, measured {first['date'][:10]}):",
         "",
-        (f"**Seconds to 99.0% test accuracy, project / seed: {ratio:.3f}** (target at most 0.3)."
-         if ratio is not None else "**One of the recipes did not reach 99.0%, so there is no ratio.**"),
-        "",
-        f"A large float32 matrix product reaches {ceiling} GFLOP/s on this CPU; the project's training "
-        f"runs at {results['project']['training_gflops_per_second'] / ceiling * 100:.0f}% of that and the "
-        f"seed's at {results['seed']['training_gflops_per_second'] / ceiling * 100:.0f}%. Small convolutions, "
-        "batch normalization, pooling and the optimizer's updates are memory-bound, which is where the "
-        "rest goes.",
-        "",
-        "Test accuracy after each epoch (cumulative training seconds in brackets):",
-        "",
+        "| augmentation | settings | images per CPU-second | CPU s per 48,000 images |",
+        "| --- | --- | ---: | ---: |",
     ]
-    for key in ("seed", "project"):
-        entry = results[key]
-        steps = ", ".join(f"{accuracy * 100:.2f}% ({seconds:.0f} s)" for accuracy, seconds in
-                          zip(entry["test_accuracy"], entry["epoch_seconds_cumulative"]))
-        lines.append(f"- {key}: {steps}")
+    for name, entry in speeds.items():
+        settings = ", ".join(f"{key} {value}" for key, value in entry["settings"].items())
+        if "error" in entry:
+            lines.append(f"| `{name}` {entry['description']} | {settings} | {entry['error']} | |")
+            continue
+        lines.append(f"| `{name}` {entry['description']} | {settings} | {entry['images_per_cpu_second']:,} | "
+                     f"{entry['cpu_seconds_per_48k_images']:.2f} |")
     return "\n".join(lines)
 
 
 def throughput_markdown(levers):
     """One row per throughput lever, with its speed-up against the line it changes."""
     throughput = levers["throughput"]
+    dates = sorted(entry["date"][:10] for entry in throughput.values() if "date" in entry)
+    measured = f"measured {dates[0]}" + (f" to {dates[-1]}" if dates and dates[-1] != dates[0] else "") if dates else ""
+    images = next((entry["images"] for entry in throughput.values() if "images" in entry),
+                  levers.get("throughput_images", lever_definitions.THROUGHPUT_IMAGES))
     lines = [
-        f"Training throughput, the median of three epochs of {levers['throughput_images']:,} images after a "
-        f"traced warm-up, each lever in a fresh process ({levers['cpu']}, measured "
-        f"{levers['throughput_date'][:10]}). CPU seconds per 1,000 images move less than the wall clock "
-        "when the machine's neighbours are busy; compare both before trusting a speed-up under about 15%:",
+        f"Training throughput of the notebook's models (cloned), the median of three epochs of "
+        f"{images:,} images after a traced warm-up, "
+        f"each lever in a fresh process ({levers['cpu']}{', ' + measured if measured else ''}). CPU seconds per "
+        "1,000 images move less than the wall clock when the machine's neighbours are busy; compare both before "
+        "trusting a speed-up under about 15%:",
         "",
         "| lever | what changes | train images/s | s per 60k images | speed-up vs its reference "
         "| CPU s per 1k images | GFLOP/s |",
@@ -100,59 +266,6 @@ def throughput_markdown(levers):
     return "\n".join(lines)
 
 
-def accuracy_markdown(levers):
-    """The fast recipe with one thing changed at a time, a few epochs each."""
-    lines = [
-        f"Accuracy levers: the fast model on all 60,000 training images for {levers['accuracy_epochs']} epochs "
-        f"(its schedule sized to them), one change at a time (measured {levers['accuracy_date'][:10]}):",
-        "",
-        "| lever | what changes | test accuracy after each epoch | training s | to 99.0% |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name, entry in levers["accuracy"].items():
-        accuracies = " / ".join(f"{accuracy * 100:.2f}%" for accuracy in entry["test_accuracy"])
-        lines.append(f"| `{name}` | {entry['description']} | {accuracies} | "
-                     f"{entry['epoch_seconds_cumulative'][-1]:.1f} | {reached(entry, '99.0')} |")
-    return "\n".join(lines)
-
-
-def notebook_before_after(levers, metrics):
-    """The baselines' training seconds in the full run, and what float64 NumPy inputs would have cost.
-
-    The 'before' is an estimate: each model's measured training seconds scaled by the ratio of its
-    epoch times with float64 NumPy arrays and with float32 tf.data (levers.py, same batch size).
-    """
-    throughput = levers.get("throughput", {})
-    rows, after_total, before_total = [], 0.0, 0.0
-    for name in BASELINES:
-        before_lever, after_lever = NOTEBOOK_LEVERS[name]
-        if not all("images_per_second" in throughput.get(lever, {}) for lever in (before_lever, after_lever)):
-            return None
-        ratio = throughput[after_lever]["images_per_second"] / throughput[before_lever]["images_per_second"]
-        after = metrics["models"][name]["train_seconds"]
-        rows.append((name, after * ratio, after, ratio))
-        after_total += after
-        before_total += after * ratio
-    sections = metrics["run"].get("section_seconds", {})
-    lines = [
-        "The notebook's models keep their definitions and batch size; only their input changed, from "
-        "float64 NumPy arrays to float32 in a cached, prefetched `tf.data` pipeline. Training seconds of "
-        "the baselines in the committed full run, and an estimate of the same training with float64 arrays "
-        "(the measured seconds times the throughput ratio of the two inputs above):",
-        "",
-        "| model | before (float64 NumPy, estimated) | after (float32 tf.data, measured) | speed-up |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, before, after, ratio in rows:
-        lines.append(f"| `{name}` | {before:.0f} s | {after:.0f} s | x{ratio:.2f} |")
-    lines.append(f"| all three | {before_total:.0f} s | {after_total:.0f} s | x{before_total / after_total:.2f} |")
-    total = metrics["run"]["total_seconds"]
-    lines += ["", f"The whole notebook took {total / 60:.1f} min in the committed run "
-                  f"(baselines {sections.get('training', after_total) / 60:.1f} min); the float64 input would have "
-                  f"added about {(before_total - after_total) / 60:.1f} min to the baselines alone."]
-    return "\n".join(lines)
-
-
 def notebook_cost_markdown(metrics, models_dir, ceiling=None):
     """Multiply-adds per image of each saved notebook model, and the training GFLOP/s of the full run.
 
@@ -160,8 +273,6 @@ def notebook_cost_markdown(metrics, models_dir, ceiling=None):
     the run's training images times epochs over its training seconds, which include each epoch's
     validation pass, so it understates the training step's own speed a little.
     """
-    import keras
-
     train_images = metrics["run"]["train_images"]
     lines = [
         "Model cost of the notebook's models, counted on `saved_models/` (Conv2D and Dense multiply-adds of "
@@ -175,56 +286,71 @@ def notebook_cost_markdown(metrics, models_dir, ceiling=None):
         path = Path(models_dir) / f"{name}.keras"
         if "members" in entry or not path.is_file():
             continue
-        multiply_adds = helpers.count_multiply_adds(keras.saving.load_model(path, safe_mode=True, compile=False))
+        multiply_adds = helpers.count_multiply_adds(helpers.load_saved_model(path))
         images_per_second = train_images * entry["epochs"] / entry["train_seconds"]
-        gflops = training_gflops(multiply_adds, images_per_second)
-        lines.append(f"| `{name}` | {multiply_adds:,} | {entry['params']:,} | {images_per_second:,.0f} | {gflops:.1f} |")
+        gflops = helpers.training_gflops(multiply_adds, images_per_second)
+        lines.append(f"| `{name}` | {multiply_adds:,} | {entry['params']:,} | {images_per_second:,.0f} | "
+                     f"{gflops:.1f} |")
     if ceiling:
         lines += ["", f"For scale: a large float32 matrix product reaches {ceiling} GFLOP/s on this CPU."]
     return "\n".join(lines)
 
 
+# ==================== The README's summary ===========================================
+
+
 def performance_summary(results):
-    """A few lines for the main README."""
-    seed, project = results["seed"], results["project"]
-    ratio = results["ratio_seconds_to_99.0"]
-    return "\n".join([
-        f"On {results['cpu']} (measured {results['date'][:10]} with `python benchmarks/time_to_accuracy.py`):",
+    """The time-to-accuracy table for the main README, in a few lines."""
+    if results is None:
+        return (f"Time to accuracy of the original and the best recipe: {NOT_MEASURED}; run `make benchmark`.\n"
+                "What each lever gave, including those that did not help, is in "
+                "[benchmarks/README.md](benchmarks/README.md).")
+    thresholds = list(recipes.THRESHOLDS)
+    lines = [
+        f"On {results['cpu']} (measured {results['date'][:10]} with `make benchmark`, {seeds_text(results['seeds'])}; "
+        "mean seconds over the seeds, lowest-highest in brackets):",
         "",
-        "| recipe | to 99.0% test accuracy | to 99.5% | final |",
-        "| --- | --- | --- | --- |",
-        f"| seed (basic CNN, float64, batch 64, 10 epochs) | {reached(seed, '99.0')} | {reached(seed, '99.5')} | "
-        f"{seed['test_accuracy'][-1] * 100:.2f}% |",
-        f"| project (fast CNN, tf.data, one cycle, batch {results['project_recipe']['batch_size']}) | "
-        f"{reached(project, '99.0')} | {reached(project, '99.5')} | {project['test_accuracy'][-1] * 100:.2f}% |",
-        "",
-        (f"Time to 99.0%, project / seed: **{ratio:.2f}**." if ratio is not None else
-         "One recipe did not reach 99.0%, so there is no ratio."),
-        "What each lever gave, including those that did not help, is in [benchmarks/README.md](benchmarks/README.md).",
-    ])
+        "| recipe | " + " | ".join(f"to {label}%" for label in thresholds) + " | final test accuracy |",
+        "| --- |" + " --- |" * (len(thresholds) + 1),
+    ]
+    for key in RECIPES:
+        if key not in results["recipes"]:
+            lines.append(f"| {key} | {NOT_MEASURED} |" + " |" * len(thresholds))
+            continue
+        summary = results["recipes"][key]["summary"]
+        lines.append(f"| {recipe_label(results, key)} | "
+                     + " | ".join(recipes.reached_text(summary, label) for label in thresholds)
+                     + f" | {accuracy_text(summary['final_test_accuracy'])} |")
+    ratio = results.get("ratio_seconds_to_99.0")
+    lines += ["", f"Time to 99.0%, best / original: **{ratio:.2f}**." if ratio is not None else
+              "No ratio of the times to 99.0% yet: not every seed of both recipes reached it, or one recipe is "
+              f"{NOT_MEASURED}.",
+              "What each lever gave, including those that did not help, is in "
+              "[benchmarks/README.md](benchmarks/README.md)."]
+    return "\n".join(lines)
 
 
-def main(root=PROJECT_ROOT):
+def main(root=recipes.PROJECT_ROOT):
     root = Path(root)
-    results = json.loads((root / "benchmarks" / "results.json").read_text())
-    if results.get("quick"):
-        raise ValueError("benchmarks/results.json comes from a --quick run; run "
-                         "`python benchmarks/time_to_accuracy.py` without --quick first.")
-    levers_path = root / "benchmarks" / "levers.json"
-    levers = json.loads(levers_path.read_text()) if levers_path.is_file() else {}
-    metrics_path = root / "figures" / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    results = read_optional_json(root / "benchmarks" / "results.json")
+    if results is not None and results.get("quick"):
+        raise ValueError(f"{root / 'benchmarks' / 'results.json'}: comes from a --quick run; run "
+                         "`python -m benchmarks.time_to_accuracy` without --quick first.")
+    if results is not None and "recipes" not in results:
+        raise ValueError(f"{root / 'benchmarks' / 'results.json'}: written by an older benchmark (no 'recipes'); "
+                         "run `make benchmark` to measure again.")
+    levers = read_optional_json(root / "benchmarks" / "levers.json") or {}
+    metrics = read_optional_json(root / "figures" / "metrics.json")
 
-    parts = [time_to_accuracy_markdown(results)]
-    if "throughput" in levers:
-        parts.append(throughput_markdown(levers))
-    if "accuracy" in levers:
-        parts.append(accuracy_markdown(levers))
+    parts = ["### Time to accuracy", time_to_accuracy_markdown(results),
+             "### Training levers", training_levers_markdown(levers)]
+    if levers.get("augmentation_speed"):
+        parts += ["### Augmentation speed", augmentation_speed_markdown(levers)]
+    if levers.get("throughput"):
+        parts += ["### Throughput levers", throughput_markdown(levers)]
     if metrics is not None and not metrics["run"].get("quick"):
-        before_after = notebook_before_after(levers, metrics)
-        if before_after:
-            parts.append(before_after)
-        parts.append(notebook_cost_markdown(metrics, root / "saved_models", results["matmul_gflops_per_second"]))
+        parts += ["### Model cost", notebook_cost_markdown(metrics, root / "saved_models",
+                                                           (results or {}).get("matmul_gflops_per_second"))]
     helpers.replace_between_markers(root / "benchmarks" / "README.md", "\n\n".join(parts),
                                     "<!-- benchmark:start -->", "<!-- benchmark:end -->")
     helpers.replace_between_markers(root / "README.md", performance_summary(results),

@@ -1,4 +1,4 @@
-"""count_multiply_adds against multiply-adds counted by hand."""
+"""count_multiply_adds and training_gflops against numbers counted by hand."""
 
 import keras
 from keras import layers
@@ -29,7 +29,7 @@ def test_depthwise_grouped_and_nested_models():
     assert helpers.count_multiply_adds(model) == 2304 + 512 + 40
 
 
-def test_the_seed_cnn():
+def test_the_original_cnn():
     inputs = keras.Input(shape=(28, 28, 1))
     x = layers.MaxPooling2D(2)(layers.Conv2D(32, 3, activation="relu")(inputs))
     x = layers.MaxPooling2D(2)(layers.Conv2D(64, 3, activation="relu")(x))
@@ -49,3 +49,8 @@ def test_the_notebook_dense_network():
     x = layers.Dropout(0.2)(layers.Dense(128, activation="relu")(layers.Flatten()(inputs)))
     model = keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
     assert helpers.count_multiply_adds(model) == 784 * 128 + 128 * 10
+
+
+def test_training_gflops_counts_forward_and_backward_passes():
+    # 1,000,000 multiply-adds per image at 1,000 images/s: 2 FLOPs x 3 passes x 1e9 = 6 GFLOP/s.
+    assert helpers.training_gflops(1_000_000, 1000.0) == 6.0

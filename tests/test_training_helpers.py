@@ -155,7 +155,9 @@ def test_section_timer_sections_add_up_to_the_total():
     timer.start("first")
     time.sleep(0.05)
     timer.start("second")
-    sum(range(5_000_000))  # some CPU work
+    busy_until = time.process_time() + 0.2
+    while time.process_time() < busy_until:  # 0.2 s of CPU work
+        pass
     timer.start("first")
     time.sleep(0.02)
     totals = timer.totals()
@@ -163,7 +165,7 @@ def test_section_timer_sections_add_up_to_the_total():
     assert totals["section_seconds"]["first"] >= 0.07
     assert sum(totals["section_seconds"].values()) == pytest.approx(totals["total_seconds"], abs=0.1)
     assert sum(totals["section_cpu_seconds"].values()) == pytest.approx(totals["cpu_seconds"], abs=0.1)
-    assert totals["section_cpu_seconds"]["second"] > 0
+    assert totals["section_cpu_seconds"]["second"] >= 0.2
 
 
 def test_cpu_description_names_the_cores():
@@ -256,8 +258,8 @@ def test_figure_folder_saves_and_closes_the_figure(tmp_path):
     figures = helpers.FigureFolder(tmp_path / "figures")
     figure, axis = plt.subplots()
     axis.plot([0, 1], [1, 0])
-    path = figures.show(figure, "line")
-    assert path == tmp_path / "figures" / "line.png" and path.read_bytes()[:4] == b"\x89PNG"
+    assert figures.show(figure, "line") is None
+    assert (tmp_path / "figures" / "line.png").read_bytes()[:4] == b"\x89PNG"
     assert not plt.get_fignums()
 
 

@@ -1,0 +1,120 @@
+"""benchmarks/levers.py's pieces: architecture variants of a saved model, the levers' changes, and
+helpers.shifted_predictions (test-time augmentation)."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+import helpers
+from benchmarks import levers
+
+BASE = {"epochs": 3, "batch_size": 64, "learning_rate": 3e-3, "schedule": "one_cycle", "warmup_fraction": 0.1,
+        "augmentation": {"max_degrees": 10, "elastic_alpha": 34.0, "elastic_sigma": 4.0},
+        "early_stopping_patience": None,
+        "train_images": 48000}
+
+
+def small_resnet():
+    inputs = keras.Input(shape=(28, 28, 1))
+    stem = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(4, 3, strides=2, padding="same",
+                                                                   use_bias=False)(inputs)))
+    x = layers.BatchNormalization()(layers.Conv2D(4, 3, padding="same", use_bias=False)(stem))
+    x = layers.ReLU()(layers.Add()([x, stem]))
+    shortcut = layers.Conv2D(8, 1, strides=2, use_bias=False)(x)
+    x = layers.Add()([layers.Conv2D(8, 3, strides=2, padding="same")(x), shortcut])
+    outputs = layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs, name="resnet")
+
+
+def small_cnn_optimized():
+    inputs = keras.Input(shape=(28, 28, 1))
+    x = layers.Conv2D(4, 3, padding="same", use_bias=False, kernel_regularizer=keras.regularizers.L2(1e-4))(inputs)
+    x = layers.MaxPooling2D(2)(layers.ReLU()(layers.BatchNormalization()(x)))
+    x = layers.MaxPooling2D(2)(layers.Conv2D(8, 3, padding="same")(x))
+    outputs = layers.Dense(10, activation="softmax")(layers.Dropout(0.3)(layers.Flatten()(x)))
+    return keras.Model(inputs, outputs, name="cnn_optimized")
+
+
+def of_class(model, name):
+    return [layer for layer in model.layers if type(layer).__name__ == name]
+
+
+def test_width_scales_every_convolution_and_keeps_the_residual_additions_matching():
+    model = small_resnet()
+    for width, expected in ((2.0, [8, 8, 16, 16]), (0.5, [2, 2, 4, 4])):
+        variant = levers.vary_architecture(model, width=width)
+        assert sorted(layer.filters for layer in of_class(variant, "Conv2D")) == expected
+        assert variant(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)
+    assert sorted(layer.filters for layer in of_class(model, "Conv2D")) == [4, 4, 8, 8]  # the original is untouched
+    wide = levers.vary_architecture(model, width=2.0)
+    assert helpers.count_multiply_adds(wide) > 3 * helpers.count_multiply_adds(model)
+
+
+def test_strided_first_convolution_replaces_the_pooling_after_it():
+    model = small_cnn_optimized()
+    variant = levers.vary_architecture(model, strided_first_convolution=True)
+    assert of_class(variant, "Conv2D")[0].strides == (2, 2)
+    assert len(of_class(variant, "MaxPooling2D")) == 1
+    assert variant.output_shape == model.output_shape and variant.count_params() == model.count_params()
+    assert helpers.count_multiply_adds(variant) < helpers.count_multiply_adds(model)
+    assert of_class(variant, "Conv2D")[0].kernel_regularizer is not None  # the rest stays the notebook's
+    with pytest.raises(ValueError, match="strides already"):
+        levers.vary_architecture(small_resnet(), strided_first_convolution=True)
+
+
+def test_without_batch_normalization_the_layer_before_gets_a_bias():
+    variant = levers.vary_architecture(small_resnet(), batch_normalization=False)
+    assert not of_class(variant, "BatchNormalization")
+    assert [layer.use_bias for layer in of_class(variant, "Conv2D")][:2] == [True, True]
+    assert variant(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
+
+
+def test_dtype_policy_reaches_every_layer():
+    variant = levers.vary_architecture(small_cnn_optimized(), dtype_policy="mixed_bfloat16")
+    assert {layer.dtype_policy.name for layer in variant.layers if not isinstance(layer, layers.InputLayer)} == {
+        "mixed_bfloat16"}
+
+
+def test_augmentation_levers_switch_a_group_on_or_off():
+    assert levers.lever_changes("elastic_distortions", BASE)["training"]["augmentation"] == {"max_degrees": 10}
+    photometric = levers.lever_changes("photometric_augmentation", BASE)["training"]["augmentation"]
+    assert photometric == {**BASE["augmentation"], **levers.PHOTOMETRIC[0]}
+    assert levers.toggled_augmentation(None, levers.ELASTIC) == levers.ELASTIC[0]
+    assert levers.toggled_augmentation({"elastic_alpha": 3.0}, levers.ELASTIC) is None
+    with pytest.raises(ValueError, match="not a training lever"):
+        levers.lever_changes("tf_data", BASE)
+    helpers.augmentation_layers(photometric)  # every setting a lever switches on is one helpers knows
+
+
+def test_the_other_levers_change_one_thing():
+    assert levers.lever_changes("peak_x2", BASE) == {"training": {"learning_rate": 6e-3}}
+    assert levers.lever_changes("peak_x0.5", BASE) == {"training": {"learning_rate": 1.5e-3}}
+    assert levers.lever_changes("batch_size", BASE) == {"training": {"batch_size": 128}}
+    assert levers.lever_changes("batch_size", {**BASE, "batch_size": 128}) == {"training": {"batch_size": 64}}
+    assert levers.lever_changes("width_x0.5", BASE) == {"width": 0.5}
+    assert levers.lever_changes("label_smoothing", BASE) == {"label_smoothing": 0.1}
+    assert levers.lever_changes("base", BASE) == {}
+    assert len(set(levers.LEVER_NAMES)) == len(levers.LEVER_NAMES)  # one name selects one lever
+    assert set(levers.LEVER_NAMES) >= {"base", "weight_averaging", "all_training_images", "test_time_augmentation",
+                                       "original", "tf_data", "augmentation_elastic"}
+
+
+def test_shifted_predictions_average_the_model_over_shifted_images():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(28, 28, 1))
+    model = keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.Flatten()(inputs)))
+    images = np.zeros((3, 28, 28, 1), np.float32)
+    images[:, 5:20, 6:22] = np.random.default_rng(0).random((3, 15, 16, 1))  # a blank border: rolling = shifting
+    expected = np.mean([model.predict(np.roll(images, shift, axis=(1, 2)), verbose=0)
+                        for shift in helpers.ONE_PIXEL_SHIFTS], axis=0)
+    np.testing.assert_allclose(helpers.shifted_predictions(model, images), expected, atol=1e-6)
+    np.testing.assert_allclose(helpers.shifted_predictions(model, images, shifts=((0, 0),)),
+                               model.predict(images, verbose=0), atol=1e-6)
+    # A shift moves the image's content: the pixel at (5, 6) lands at (6, 6) and the border fills with 0.
+    probe = keras.Model(inputs, layers.Flatten()(inputs))
+    shifted = helpers.shifted_predictions(probe, images, shifts=((1, 0),)).reshape(3, 28, 28)
+    np.testing.assert_allclose(shifted[:, 6, 6], images[:, 5, 6, 0])
+    assert not shifted[:, 0].any()
+    with pytest.raises(ValueError, match="out of view"):
+        helpers.shifted_predictions(model, images, shifts=((28, 0),))
