@@ -324,43 +324,45 @@ class RandomStrokeWidth(keras.layers.Layer):
 
 
 class RandomNoise(keras.layers.Layer):
-    """Adds Gaussian noise of a random strength per image, then clips to [0, 1].
+    """Adds Gaussian noise of a random strength to a random share of the images, then clips to [0, 1].
 
-    Keras' GaussianNoise uses one fixed strength; a user's photo may be clean or grainy, so
-    each image draws its standard deviation uniformly from [0, max_stddev].
+    Keras' GaussianNoise uses one fixed strength on every image; a user's photo may be clean or
+    grainy, so each image is noised with probability `probability`, with a standard deviation
+    drawn uniformly from [0, max_stddev].
     """
 
-    def __init__(self, max_stddev=0.3, seed=None, **kwargs):
+    def __init__(self, max_stddev=0.3, probability=1.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.max_stddev = max_stddev
-        self.seed = seed
+        self.max_stddev, self.probability, self.seed = max_stddev, probability, seed
         self.generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=True):
-        if not training or self.max_stddev == 0:
+        if not training or self.max_stddev == 0 or self.probability == 0:
             return images
-        stddev = keras.random.uniform((keras.ops.shape(images)[0], 1, 1, 1), 0.0, self.max_stddev,
-                                      seed=self.generator)
+        shape = (keras.ops.shape(images)[0], 1, 1, 1)
+        stddev = keras.random.uniform(shape, 0.0, self.max_stddev, seed=self.generator)
+        chosen = keras.ops.cast(keras.random.uniform(shape, seed=self.generator) < self.probability, images.dtype)
         noise = keras.random.normal(keras.ops.shape(images), seed=self.generator)
-        return keras.ops.clip(images + stddev * noise, 0.0, 1.0)
+        return keras.ops.clip(images + chosen * stddev * noise, 0.0, 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "max_stddev": self.max_stddev, "seed": self.seed}
+        return {**super().get_config(), "max_stddev": self.max_stddev, "probability": self.probability,
+                "seed": self.seed}
 
 
 def augmentation_layers(settings: dict, seed: int | None = None):
     """The training-time augmentation named by `settings`, as one Keras Sequential of preprocessing layers.
 
     Keys (a missing key or 0 leaves that step out): `max_degrees` (rotation), `max_shift`
-    and `max_zoom` (fractions of the image), `elastic_alpha` (see RandomElastic; with
-    `elastic_sigma` and `elastic_fraction`), `blur_probability` with
-    `max_blur_sigma`, `max_contrast`, `max_stroke_change` (see RandomStrokeWidth) and
-    `max_noise` (see RandomNoise). Never flips: a flipped digit is another digit. All are
-    TensorFlow ops, run inside the tf.data pipeline, so the saved models hold none of them.
+    and `max_zoom` (fractions of the image), `elastic_alpha` with `elastic_sigma` and
+    `elastic_fraction` (see RandomElastic), `blur_probability` with `max_blur_sigma`,
+    `max_contrast`, `max_stroke_change` (see RandomStrokeWidth) and `max_noise` with
+    `noise_probability` (see RandomNoise). Never flips: a flipped digit is another digit.
+    All are TensorFlow ops, run inside the tf.data pipeline, so the saved models hold none of them.
     """
     known = {"max_degrees", "max_shift", "max_zoom", "elastic_alpha", "elastic_sigma", "elastic_fraction",
              "blur_probability", "max_blur_sigma",
-             "max_contrast", "max_stroke_change", "max_noise"}
+             "max_contrast", "max_stroke_change", "max_noise", "noise_probability"}
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"augmentation settings {sorted(unknown)} are unknown; use some of {sorted(known)}.")
@@ -390,7 +392,7 @@ def augmentation_layers(settings: dict, seed: int | None = None):
     if settings.get("max_contrast"):
         steps.append(keras.layers.RandomContrast(settings["max_contrast"], value_range=value_range, seed=next_seed()))
     if settings.get("max_noise"):
-        steps.append(RandomNoise(settings["max_noise"], seed=next_seed()))
+        steps.append(RandomNoise(settings["max_noise"], settings.get("noise_probability", 1.0), seed=next_seed()))
     return keras.Sequential(steps, name="augmentation")
 
 

@@ -35,7 +35,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -559,21 +558,10 @@ def parse_arguments(argv=None):
     unknown = [name for name in arguments.levers if name not in LEVER_NAMES]
     if unknown:
         parser.error(f"--levers: unknown {', '.join(unknown)}; choose from {', '.join(LEVER_NAMES)}")
-    try:
-        arguments.seeds = [int(seed) for seed in arguments.seeds.split(",") if seed.strip()]
-    except ValueError:
-        parser.error(f"--seeds {arguments.seeds!r}: give whole numbers separated by commas, such as 42,7")
-    if not arguments.seeds:
-        parser.error("--seeds: give at least one seed")
     for option in ("epochs", "train_images"):
         if getattr(arguments, option) is not None and getattr(arguments, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1")
-    if arguments.output is None:
-        arguments.output = Path(tempfile.mkdtemp()) / "levers.json" if arguments.quick else LEVERS_PATH
-    elif arguments.quick and arguments.output.resolve() == LEVERS_PATH.resolve():
-        parser.error(f"--quick never writes {LEVERS_PATH}: its numbers say nothing about the levers; "
-                     "give another --output")
-    return arguments
+    return recipes.finish_arguments(parser, arguments, LEVERS_PATH, "levers")
 
 
 def main(argv=None):

@@ -9,6 +9,7 @@ trains as such, the original one this project grew from, is stated here once, fr
 
 import functools
 import math
+import tempfile
 import time
 import types
 from dataclasses import dataclass
@@ -44,6 +45,23 @@ ORIGINAL_RECIPE = types.MappingProxyType({
     "epochs": 10,
 })
 TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "schedule", "augmentation", "early_stopping_patience")
+
+
+def finish_arguments(parser, arguments, committed_path, what):
+    """Check the options both benchmark scripts share: `--seeds` as whole numbers, and an `--output`
+    that a `--quick` run never points at the committed file (`committed_path`, results about `what`)."""
+    try:
+        arguments.seeds = [int(seed) for seed in arguments.seeds.split(",") if seed.strip()]
+    except ValueError:
+        parser.error(f"--seeds {arguments.seeds!r}: give whole numbers separated by commas, such as 42,7")
+    if not arguments.seeds:
+        parser.error("--seeds: give at least one seed")
+    if arguments.output is None:
+        arguments.output = Path(tempfile.mkdtemp()) / committed_path.name if arguments.quick else committed_path
+    elif arguments.quick and arguments.output.resolve() == committed_path.resolve():
+        parser.error(f"--quick never writes {committed_path}: its numbers say nothing about the {what}; "
+                     "give another --output")
+    return arguments
 
 
 # ==================== The notebook's models and training settings ====================

@@ -22,7 +22,6 @@ import argparse
 import datetime
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -117,18 +116,7 @@ def parse_arguments(argv=None):
                         help=f"smoke run: {recipes.QUICK_TRAIN_IMAGES:,} training and {recipes.QUICK_TEST_IMAGES:,} "
                              "test images, one epoch per recipe")
     arguments = parser.parse_args(argv)
-    try:
-        arguments.seeds = [int(seed) for seed in arguments.seeds.split(",") if seed.strip()]
-    except ValueError:
-        parser.error(f"--seeds {arguments.seeds!r}: give whole numbers separated by commas, such as 42,7")
-    if not arguments.seeds:
-        parser.error("--seeds: give at least one seed")
-    if arguments.output is None:
-        arguments.output = Path(tempfile.mkdtemp()) / "results.json" if arguments.quick else RESULTS_PATH
-    elif arguments.quick and arguments.output.resolve() == RESULTS_PATH.resolve():
-        parser.error(f"--quick never writes {RESULTS_PATH}: its numbers say nothing about the recipes; "
-                     "give another --output")
-    return arguments
+    return recipes.finish_arguments(parser, arguments, RESULTS_PATH, "recipes")
 
 
 def main(argv=None):

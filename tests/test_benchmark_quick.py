@@ -181,3 +181,18 @@ def test_quick_levers_measure_clones_one_change_at_a_time_and_merge_into_the_fil
     assert all(run["train_images_per_epoch"] == 3000 for run in training["all_training_images"]["seeds"].values())
     assert all(run["train_images_per_epoch"] == 2400 for run in base_runs)
     assert [path.read_bytes() if path.exists() else None for path in COMMITTED] == committed_before
+
+
+@pytest.mark.slow
+def test_determinism_benchmark_times_both_settings_in_processes_of_their_own(notebook_output, mnist_dir, tmp_path):
+    output = tmp_path / "determinism.json"
+    finished = run_module("benchmarks.determinism", "--models", "cnn_basic", "--images", 256, "--epochs", 1,
+                          "--models-dir", notebook_output / "saved_models",
+                          "--metrics", notebook_output / "figures" / "metrics.json",
+                          "--data-dir", mnist_dir, "--output", output)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    entry = json.loads(output.read_text())["models"]["cnn_basic"]
+    assert len(entry["passes"]["off"]) == len(entry["passes"]["on"]) == 2  # two processes of one pass each
+    assert all(run["cpu_seconds"] > 0 for runs in entry["passes"].values() for run in runs)
+    assert entry["on_over_off"]["cpu_seconds"] > 0
+    assert "x" in finished.stdout and "CPU" in finished.stdout

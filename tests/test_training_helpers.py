@@ -103,6 +103,13 @@ def test_stroke_width_thickens_or_thins_the_ink():
     assert changed.min() >= 0.0 and changed.max() <= 1.0
 
 
+def test_noise_reaches_only_the_share_of_images_it_is_asked_to():
+    images = np.full((400, 28, 28, 1), 0.5, np.float32)
+    noisy = keras.ops.convert_to_numpy(helpers.RandomNoise(0.3, probability=0.5, seed=6)(images))
+    untouched = np.mean(np.all(noisy == 0.5, axis=(1, 2, 3)))
+    assert 0.4 < untouched < 0.6
+
+
 def test_noise_strength_varies_from_image_to_image():
     images = np.full((200, 28, 28, 1), 0.5, np.float32)
     noisy = keras.ops.convert_to_numpy(helpers.RandomNoise(0.3, seed=5)(images))
