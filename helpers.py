@@ -1552,7 +1552,7 @@ def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
                 continue
             reached = models[name]["test_accuracy"]
             verdict = "met" if reached >= target else f"missed by {(target - reached) * 100:.2f} points"
-            lines.append(f"- `{name}` at least {target * 100:.1f}%: {reached * 100:.2f}%, {verdict}.")
+            lines.append(f"- `{name}` at least {target * 100:.2f}%: {reached * 100:.2f}%, {verdict}.")
     tuner = metrics.get("tuner")
     if tuner:
         settings = ", ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
@@ -1573,9 +1573,14 @@ def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
                 parts = [f"{kind} {entry['amounts'][-1]}: {entry['models'][name][-1] * 100:.1f}%"
                          for kind, entry in robustness.items()]
                 lines.append(f"\nUnder the strongest distortions tested, `{name}` keeps: {'; '.join(parts)}.")
-            lines.append(f"\nThe most robust model is **{sturdiest}**: {mean_distorted(sturdiest) * 100:.1f}% mean test "
-                         f"accuracy over every distortion and strength tested (the most accurate, `{tested[0]}`: "
-                         f"{mean_distorted(tested[0]) * 100:.1f}%).")
+            if sturdiest == tested[0]:
+                lines.append(f"\nThe most accurate model is also the most robust: **{sturdiest}** averages "
+                             f"{mean_distorted(sturdiest) * 100:.1f}% test accuracy over every distortion and "
+                             "strength tested.")
+            else:
+                lines.append(f"\nThe most robust model is **{sturdiest}**: {mean_distorted(sturdiest) * 100:.1f}% mean "
+                             f"test accuracy over every distortion and strength tested (the most accurate, "
+                             f"`{tested[0]}`: {mean_distorted(tested[0]) * 100:.1f}%).")
     cross_dataset = metrics.get("cross_dataset")
     if cross_dataset and cross_dataset.get("models"):
         scores = cross_dataset["models"]

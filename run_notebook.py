@@ -47,6 +47,9 @@ PROMOTED = (NOTEBOOK_NAME, *RESULT_FOLDERS)
 PROMOTED_DESCRIPTION = "model.ipynb, figures/ and saved_models/"
 STAGING_PARENT = "runs"  # git-ignored, and inside the target so that moving a folder in is a rename
 BACKUP_NAME = "previous"
+# Files in the result folders that the notebook does not write (the drawing pad's screenshot comes
+# from tests/test_pad_browser.py): carried from the old set into the new one, so a run keeps them.
+CARRIED_OVER = ("figures/draw_pad.png",)
 INJECTED_TAG = "injected-parameters"  # papermill's tag for the cell it adds after the parameters cell
 # The README markers that helpers.update_readme_results writes between.
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -262,6 +265,9 @@ def promote(staging: Path, target: Path) -> None:
     system (the staging folder is inside the target), so the swap takes milliseconds.
     """
     check_staged_set(staging)
+    for name in CARRIED_OVER:
+        if (target / name).is_file() and not (staging / name).exists():
+            shutil.copy2(target / name, staging / name)
     backup = staging / BACKUP_NAME
     backup.mkdir()
     moves = []

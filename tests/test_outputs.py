@@ -151,8 +151,8 @@ def test_results_table_and_conclusion_come_from_metrics():
     text = helpers.conclusion_markdown(metrics, {"dnn": 0.978, "cnn_basic": 0.992})
     assert "**cnn_basic** is the most accurate" in text and "90 of 10,000" in text
     assert "removes 57% of the errors of `dnn` (210 -> 90)" in text
-    assert "`dnn` at least 97.8%: 97.90%, met." in text
-    assert "`cnn_basic` at least 99.2%: 99.10%, missed by 0.10 points." in text
+    assert "`dnn` at least 97.80%: 97.90%, met." in text
+    assert "`cnn_basic` at least 99.20%: 99.10%, missed by 0.10 points." in text
     assert "Quick run" in helpers.conclusion_markdown(small_metrics(quick=True))
 
 

@@ -58,6 +58,7 @@ def make_project(folder, *sources):
     (folder / "figures").mkdir()
     (folder / "figures" / "old_figure.png").write_bytes(b"old png")
     (folder / "figures" / "metrics.json").write_text('{"old": true}')
+    (folder / "figures" / "draw_pad.png").write_bytes(b"screenshot from the browser test")
     (folder / "saved_models").mkdir()
     (folder / "saved_models" / "old_model.keras").write_bytes(b"old model")
     (folder / "README.md").write_text(OLD_README)
@@ -90,8 +91,11 @@ def test_successful_run_replaces_notebook_figures_and_models_as_one_set(tmp_path
     assert result.returncode == 0, result.stderr
     assert "tiny epoch 1/1 done" in result.stdout  # The cell's output was shown as it ran.
 
-    # The old run's files are gone, not mixed with the new ones.
-    assert sorted(path.name for path in (project / "figures").iterdir()) == ["accuracy.png", "metrics.json"]
+    # The old run's files are gone, not mixed with the new ones; only the browser test's screenshot,
+    # which no notebook run writes, is carried over.
+    assert sorted(path.name for path in (project / "figures").iterdir()) == ["accuracy.png", "draw_pad.png",
+                                                                             "metrics.json"]
+    assert (project / "figures" / "draw_pad.png").read_bytes() == b"screenshot from the browser test"
     assert (project / "figures" / "accuracy.png").read_bytes() == b"png of new"
     assert sorted(path.name for path in (project / "saved_models").iterdir()) == ["tiny.keras"]
     notebook = nbformat.read(project / "model.ipynb", as_version=4)

@@ -335,4 +335,5 @@ def test_conclusion_names_the_most_accurate_and_the_most_robust_model_and_cpu_mi
     assert "The most robust model is **resnet_seed2**: 94.8%" in text
     assert "score 99.65% on average (from 99.60% to 99.70%" in text
     assert "10.0 minutes (18.0 CPU-minutes)" in text
-    assert json.dumps(metrics)  # the metrics stay plain JSON
+    metrics["robustness"]["blur"]["models"]["resnet"] = [0.997, 0.951]
+    assert "The most accurate model is also the most robust: **resnet** averages 97.4%" in helpers.conclusion_markdown(metrics)
