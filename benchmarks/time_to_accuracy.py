@@ -82,12 +82,13 @@ def ratio_of_means(results, label, key="seconds"):
 
 def print_table(results):
     """The comparison as a plain-text table, then each seed's epochs."""
-    header = (f"{'recipe':<10}" + "".join(f"{'to ' + label + '%':>26}" for label in recipes.THRESHOLDS)
+    # Columns at least as wide as their longest entry, with two spaces between, so entries never run together.
+    header = (f"{'recipe':<10}" + "".join(f"  {'to ' + label + '%':>32}" for label in recipes.THRESHOLDS)
               + f"{'final':>8}{'train img/s':>13}{'infer img/s':>13}{'MACs/img':>11}{'GFLOP/s':>9}")
     print("\n" + header + "\n" + "-" * len(header))
     for key in ("original", "best"):
         summary = results["recipes"][key]["summary"]
-        print(f"{key:<10}" + "".join(f"{recipes.reached_text(summary, label):>26}" for label in recipes.THRESHOLDS)
+        print(f"{key:<10}" + "".join(f"  {recipes.reached_text(summary, label):>32}" for label in recipes.THRESHOLDS)
               + f"{summary['final_test_accuracy']['mean'] * 100:>7.2f}%{summary['train_images_per_second']:>13,}"
               f"{summary['inference_images_per_second']:>13,}{summary['multiply_adds_per_image']:>11,}"
               f"{summary['training_gflops_per_second']:>9.1f}")

@@ -1,20 +1,15 @@
 """prepare_digit_image and predict_digits on images the tests draw themselves (and real MNIST)."""
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import helpers  # noqa: E402
+import helpers
 
-MNIST_DIR = Path(os.environ.get("MNIST_DIR", "/work/shared/data/mnist"))
 
 
 def draw_digit(size=(200, 200), shape="zero", dark_on_light=True, box=None):
@@ -135,9 +130,8 @@ def test_scikit_learn_sized_digit_works():
     assert height in (19, 20, 21) and width < height
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST folder at {MNIST_DIR}; set MNIST_DIR to run this test")
-def test_mnist_digits_come_back_unchanged():
-    _, (test_images, _) = helpers.load_mnist(MNIST_DIR)
+def test_mnist_digits_come_back_unchanged(mnist_dir):
+    _, (test_images, _) = helpers.load_mnist(mnist_dir)
     originals = test_images[:100].astype(np.float32) / 255
     prepared = np.stack([helpers.prepare_digit_image(image) for image in test_images[:100]])
     # MNIST was made this way already, so preparing it again must change almost nothing
@@ -283,9 +277,8 @@ def test_ink_polarity_of_pages_with_paper_all_around():
         helpers.ink_polarity(np.zeros((5, 5)))
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST folder at {MNIST_DIR}; set MNIST_DIR to run this test")
-def test_ink_polarity_of_mnist_digits_both_ways_and_cropped_tightly():
-    _, (test_images, _) = helpers.load_mnist(MNIST_DIR)
+def test_ink_polarity_of_mnist_digits_both_ways_and_cropped_tightly(mnist_dir):
+    _, (test_images, _) = helpers.load_mnist(mnist_dir)
     images = test_images[:500].astype(np.float32)
     assert all(helpers.ink_polarity(image) == "light" for image in images)
     assert all(helpers.ink_polarity(255 - image) == "dark" for image in images)

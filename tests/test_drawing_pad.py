@@ -1,19 +1,14 @@
 """The drawing pad without a browser: strokes drawn into images, the reading of a drawing, the widget's Python side."""
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import helpers  # noqa: E402
+import helpers
 
-MNIST_DIR = Path(os.environ.get("MNIST_DIR", "/work/shared/data/mnist"))
 
 
 def test_a_short_vertical_stroke_gives_a_known_image():
@@ -77,10 +72,9 @@ def test_bad_canvas_or_pen_is_refused():
         helpers.strokes_to_image([], pen_width=-1)
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST folder at {MNIST_DIR}; set MNIST_DIR to run this test")
-def test_the_pen_gives_mnist_like_ink():
+def test_the_pen_gives_mnist_like_ink(mnist_dir):
     # The example is a 4: prepared, it should hold about as much ink as MNIST's 4s do on average.
-    (train_images, train_labels), _ = helpers.load_mnist(MNIST_DIR)
+    (train_images, train_labels), _ = helpers.load_mnist(mnist_dir)
     mnist_ink = (train_images[train_labels == 4] / 255).sum(axis=(1, 2)).mean()
     prepared = helpers.prepare_digit_image(helpers.strokes_to_image(helpers.EXAMPLE_STROKES), ink="light")
     assert 0.75 * mnist_ink < prepared.sum() < 1.25 * mnist_ink

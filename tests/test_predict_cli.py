@@ -14,7 +14,6 @@ import pytest
 from PIL import Image, ImageDraw
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Keras' own model.save trips over NumPy 2's copy keyword; that is Keras' business, not this test's.
