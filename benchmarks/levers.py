@@ -540,13 +540,7 @@ def parse_arguments(argv=None):
                         help="epochs per training lever (default: the recorded ones)")
     parser.add_argument("--train-images", type=int, default=None,
                         help="at most this many training images (default: the recorded 48,000)")
-    parser.add_argument("--models-dir", type=Path, default=recipes.MODELS_DIR,
-                        help="the notebook's saved models (default saved_models/)")
-    parser.add_argument("--metrics", type=Path, default=recipes.METRICS_PATH,
-                        help="the notebook's metrics with each model's training settings "
-                             "(default figures/metrics.json)")
-    parser.add_argument("--data-dir", default=None,
-                        help="MNIST folder (default: $MNIST_DIR, else keras.datasets.mnist downloads it)")
+    recipes.add_notebook_arguments(parser)
     parser.add_argument("--output", type=Path, default=None,
                         help="levers file to merge into (default benchmarks/levers.json; "
                              "with --quick a temporary file)")

@@ -47,6 +47,17 @@ ORIGINAL_RECIPE = types.MappingProxyType({
 TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "schedule", "augmentation", "early_stopping_patience")
 
 
+def add_notebook_arguments(parser):
+    """The options both benchmark scripts share for finding the notebook's output and MNIST."""
+    parser.add_argument("--models-dir", type=Path, default=MODELS_DIR,
+                        help="the notebook's saved models (default saved_models/)")
+    parser.add_argument("--metrics", type=Path, default=METRICS_PATH,
+                        help="the notebook's metrics with each model's training settings "
+                             "(default figures/metrics.json)")
+    parser.add_argument("--data-dir", default=None,
+                        help="MNIST folder (default: $MNIST_DIR, else keras.datasets.mnist downloads it)")
+
+
 def finish_arguments(parser, arguments, committed_path, what):
     """Check the options both benchmark scripts share: `--seeds` as whole numbers, and an `--output`
     that a `--quick` run never points at the committed file (`committed_path`, results about `what`)."""

@@ -104,13 +104,7 @@ def parse_arguments(argv=None):
                         help=f"the notebook model of the best recipe (default {BEST_MODEL})")
     parser.add_argument("--seeds", default=",".join(map(str, recipes.SEEDS)),
                         help="comma-separated random seeds, each trains both recipes (default %(default)s)")
-    parser.add_argument("--models-dir", type=Path, default=recipes.MODELS_DIR,
-                        help="the notebook's saved models (default saved_models/)")
-    parser.add_argument("--metrics", type=Path, default=recipes.METRICS_PATH,
-                        help="the notebook's metrics with each model's training settings "
-                             "(default figures/metrics.json)")
-    parser.add_argument("--data-dir", default=None,
-                        help="MNIST folder (default: $MNIST_DIR, else keras.datasets.mnist downloads it)")
+    recipes.add_notebook_arguments(parser)
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the JSON (default benchmarks/results.json; with --quick a temporary file)")
     parser.add_argument("--quick", action="store_true",
