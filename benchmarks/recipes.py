@@ -215,6 +215,7 @@ def run_record(model, clock, images_per_epoch, test_inputs, test_labels, seed, t
         "epoch_seconds": [round(value, 2) for value in clock.epoch_seconds],
         "epoch_cpu_seconds": [round(value, 2) for value in clock.epoch_cpu_seconds],
         "test_accuracy": [round(value, 4) for value in test_accuracy],
+        "validation_accuracy": [round(value, 4) for value in clock.validation_accuracy],
         "final_test_accuracy": round(helpers.accuracy(
             model.predict(test_inputs, batch_size=INFERENCE_BATCH, verbose=0), test_labels), 4),
         "seconds_to": seconds_to_thresholds(clock.epoch_seconds, clock.epoch_cpu_seconds, test_accuracy),
@@ -281,6 +282,9 @@ def summarize_seeds(records):
     return {
         "seeds": len(records),
         "final_test_accuracy": spread([record["final_test_accuracy"] for record in records]),
+        # The last epoch's validation accuracy (none for a fit on all training images).
+        "final_validation_accuracy": spread([record["validation_accuracy"][-1] for record in records
+                                             if record.get("validation_accuracy")]),
         "seconds_to": seconds_to,
         "training_seconds": spread([sum(record["epoch_seconds"]) for record in records]),
         "training_cpu_seconds": spread([sum(record["epoch_cpu_seconds"]) for record in records]),
