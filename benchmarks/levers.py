@@ -59,6 +59,8 @@ TRAINING_LEVERS = {
     "batch_size": "batch 128, or 64 where the base trains at 128; same peak learning rate",
     "width_x0.5": "half the filters in every convolution of the base model",
     "width_x2": "twice the filters in every convolution of the base model",
+    "depth_x2": "every residual block of the base model followed by one more of the same width (twice the "
+                "blocks at 14x14, 7x7 and 4x4)",
     "all_training_images": "the final fit: all 60,000 training images, no validation split (so no early "
                            "stopping), same epochs",
     "test_time_augmentation": "the base's predictions averaged over the image and its four 1-pixel shifts "
@@ -158,8 +160,82 @@ def _remove_layer(config, name):
     return source[0]
 
 
+def _references(structure):
+    """Every reference to a layer's output (a dict with `keras_history`) in a functional config, in order."""
+    if isinstance(structure, dict):
+        if "keras_history" in structure:
+            yield structure
+        for value in structure.values():
+            yield from _references(value)
+    elif isinstance(structure, list):
+        for value in structure:
+            yield from _references(value)
+
+
+def _inputs_of(layer):
+    """Names of the layers whose outputs feed `layer` (its first call) in a functional config."""
+    return [reference["keras_history"][0] for reference in _references(layer["inbound_nodes"])]
+
+
+def _copy_layer(template, name, inputs):
+    """A copy of config entry `template` named `name`, fed by the layers named in `inputs` (in order)."""
+    layer = json.loads(json.dumps(template))
+    layer["name"] = layer["config"]["name"] = name
+    for reference, source in zip(list(_references(layer["inbound_nodes"])), inputs, strict=True):
+        reference["keras_history"] = [source, 0, 0]
+    return layer
+
+
+def _add_identity_blocks(config):
+    """After every residual block (an Add, then a ReLU), one more identity block of the same width.
+
+    The new block copies the layers of the block before it: 3x3 convolution, batch
+    normalization, ReLU, 3x3 convolution, batch normalization, added to its input, ReLU; the
+    consumers of the old block's output now read the new one's.
+    """
+    layers = config["layers"]
+    by_name = {layer["name"]: layer for layer in layers}
+
+    def block_of(add):
+        """(add, output ReLU, its second normalization and convolution, the ReLU before that), or None."""
+        outputs = [layer for layer in layers if _inputs_of(layer) == [add["name"]] and layer["class_name"] == "ReLU"]
+        norm = by_name[_inputs_of(add)[0]]
+        if not outputs or norm["class_name"] != "BatchNormalization":
+            return None
+        convolution = by_name[_inputs_of(norm)[0]]
+        if convolution["class_name"] != "Conv2D" or tuple(convolution["config"]["strides"]) != (1, 1):
+            return None
+        before = by_name[_inputs_of(convolution)[0]]
+        return (add, outputs[0], norm, convolution, before) if before["class_name"] == "ReLU" else None
+
+    blocks = [block for block in map(block_of, [layer for layer in layers if layer["class_name"] == "Add"]) if block]
+    if not blocks:
+        raise ValueError("the model has no residual block (convolution, normalization, Add, ReLU) to repeat.")
+    for number, (add, output, second_norm, second_convolution, relu_template) in enumerate(blocks):
+        prefix = f"extra_block_{number}"
+        new = [
+            _copy_layer(second_convolution, f"{prefix}_conv_a", [output["name"]]),
+            _copy_layer(second_norm, f"{prefix}_norm_a", [f"{prefix}_conv_a"]),
+            _copy_layer(relu_template, f"{prefix}_relu_a", [f"{prefix}_norm_a"]),
+            _copy_layer(second_convolution, f"{prefix}_conv_b", [f"{prefix}_relu_a"]),
+            _copy_layer(second_norm, f"{prefix}_norm_b", [f"{prefix}_conv_b"]),
+            _copy_layer(add, f"{prefix}_add", [f"{prefix}_norm_b", output["name"]]),
+            _copy_layer(output, f"{prefix}_output", [f"{prefix}_add"]),
+        ]
+        for layer in new:
+            layer.pop("build_config", None)
+        consumers = [layer for layer in layers if output["name"] in _inputs_of(layer)]
+        for layer in consumers:
+            layer["inbound_nodes"] = _replace_history(layer["inbound_nodes"], output["name"],
+                                                      [f"{prefix}_output", 0, 0])
+        config["output_layers"] = _replace_history(config["output_layers"], output["name"], [f"{prefix}_output", 0, 0])
+        position = layers.index(output) + 1
+        layers[position:position] = new
+    return config
+
+
 def vary_architecture(model, width=1.0, strided_first_convolution=False, batch_normalization=True,
-                      dtype_policy=None):
+                      dtype_policy=None, extra_blocks=False):
     """A notebook model's architecture with one thing changed, as a new model with fresh weights.
 
     The saved model's functional config is edited and rebuilt with keras.Model.from_config,
@@ -169,7 +245,8 @@ def vary_architecture(model, width=1.0, strided_first_convolution=False, batch_n
     match); `strided_first_convolution` gives the first Conv2D stride 2 and removes the first
     max-pooling after it; `batch_normalization=False` removes every BatchNormalization and
     gives the layer before it a bias; `dtype_policy` (such as "mixed_bfloat16") replaces the
-    float32 policy the saved layers carry.
+    float32 policy the saved layers carry; `extra_blocks` follows every residual block with one
+    more of the same width (twice the depth at each resolution).
     """
     # A JSON round trip turns the config's tuples into lists, which the edits below expect.
     config = json.loads(json.dumps(model.get_config()))
@@ -196,6 +273,8 @@ def vary_architecture(model, width=1.0, strided_first_convolution=False, batch_n
             feeding = next(layer for layer in config["layers"] if layer["name"] == source)
             if "use_bias" in feeding["config"]:
                 feeding["config"]["use_bias"] = True
+    if extra_blocks:
+        _add_identity_blocks(config)
     return keras.Model.from_config(config)
 
 
@@ -216,7 +295,7 @@ def toggled_augmentation(augmentation, group):
 def lever_changes(name, training):
     """What training lever `name` changes in the base recipe `training`.
 
-    Returns a dict: `training` (overrides of the recorded settings) and any of `width`,
+    Returns a dict: `training` (overrides of the recorded settings) and any of `width`, `extra_blocks`,
     `label_smoothing`, `use_ema`, `all_training_images`.
     """
     if name == "elastic_distortions":
@@ -233,6 +312,8 @@ def lever_changes(name, training):
         return {"training": {"batch_size": 64 if training["batch_size"] == LEVER_BATCH_SIZE else LEVER_BATCH_SIZE}}
     if name in ("width_x0.5", "width_x2"):
         return {"width": float(name.split("_x")[1])}
+    if name == "depth_x2":
+        return {"extra_blocks": True}
     if name == "all_training_images":
         return {"all_training_images": True}
     if name in ("base", "test_time_augmentation"):
@@ -260,8 +341,9 @@ def train_lever(name, base_training, settings, splits, seed):
     training = {**base_training, **changes.get("training", {})}
     keras.utils.set_random_seed(seed)
     model = recipes.fresh_model(settings["model"], settings["models_dir"])
-    if "width" in changes:
-        model = vary_architecture(model, width=changes["width"])
+    if "width" in changes or "extra_blocks" in changes:
+        model = vary_architecture(model, width=changes.get("width", 1.0),
+                                  extra_blocks=changes.get("extra_blocks", False))
     if changes.get("all_training_images"):
         count = settings["all_images"]
         inputs, labels = splits.all_inputs[:count], splits.all_labels[:count]

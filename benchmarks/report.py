@@ -161,6 +161,8 @@ def change_text(entry):
             parts.append(f"batch {value}")
     if "width" in changes:
         parts.append(f"filters x{changes['width']:g}")
+    if changes.get("extra_blocks"):
+        parts.append("residual blocks x2")
     if "train_images" in changes:
         parts.append(f"{changes['train_images']:,} images")
     return "; ".join(parts)
@@ -177,7 +179,8 @@ def training_levers_markdown(levers):
         augmentation = ", ".join(f"{key} {value}" for key, value in (training["augmentation"] or {}).items()) or "none"
         lines += [
             f"Training levers, each changing one thing of the base: the notebook's `{setup['model']}` cloned from "
-            f"`saved_models/` and trained as `figures/metrics.json` records it ({plural(setup['epochs'], 'epoch')} of "
+            "`saved_models/` and trained with the recipe `figures/metrics.json` recorded when the base was measured "
+            f"({plural(setup['epochs'], 'epoch')} of "
             f"{setup['train_images']:,} images, batch {training['batch_size']}, {training['schedule']} schedule with "
             f"peak {training['learning_rate']:g}, augmentation: {augmentation}), {seeds_text(setup['seeds'])}; base "
             f"measured {base['date'][:10]}. Final test and validation accuracy: mean over the seeds (lowest-highest); "

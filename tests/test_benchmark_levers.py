@@ -51,6 +51,24 @@ def test_width_scales_every_convolution_and_keeps_the_residual_additions_matchin
     assert helpers.count_multiply_adds(wide) > 3 * helpers.count_multiply_adds(model)
 
 
+def test_extra_blocks_repeat_each_residual_block_with_its_width():
+    model = small_resnet()
+    # The first block (convolution, normalization, Add with the stem, ReLU) is a residual block the
+    # lever repeats; the second ends in an Add without normalization or ReLU, so it is left alone.
+    deeper = levers.vary_architecture(model, extra_blocks=True)
+    assert len(of_class(deeper, "Add")) == 3 and len(of_class(model, "Add")) == 2
+    assert sorted(layer.filters for layer in of_class(deeper, "Conv2D")) == [4, 4, 4, 4, 8, 8]
+    assert deeper(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)
+    # The next block reads the new block's output, not the old one's.
+    new_output = deeper.get_layer("extra_block_0_output").output
+    consumers = [layer for layer in deeper.layers if any(node.input_tensors and any(
+        tensor is new_output for tensor in node.input_tensors) for node in layer._inbound_nodes)]
+    assert {type(layer).__name__ for layer in consumers} == {"Conv2D"} and len(consumers) == 2
+    assert helpers.count_multiply_adds(deeper) > helpers.count_multiply_adds(model)
+    with pytest.raises(ValueError, match="no residual block"):
+        levers.vary_architecture(small_cnn_optimized(), extra_blocks=True)
+
+
 def test_strided_first_convolution_replaces_the_pooling_after_it():
     model = small_cnn_optimized()
     variant = levers.vary_architecture(model, strided_first_convolution=True)
@@ -93,6 +111,7 @@ def test_the_other_levers_change_one_thing():
     assert levers.lever_changes("batch_size", BASE) == {"training": {"batch_size": 128}}
     assert levers.lever_changes("batch_size", {**BASE, "batch_size": 128}) == {"training": {"batch_size": 64}}
     assert levers.lever_changes("width_x0.5", BASE) == {"width": 0.5}
+    assert levers.lever_changes("depth_x2", BASE) == {"extra_blocks": True}
     assert levers.lever_changes("label_smoothing", BASE) == {"label_smoothing": 0.1}
     assert levers.lever_changes("base", BASE) == {}
     assert len(set(levers.LEVER_NAMES)) == len(levers.LEVER_NAMES)  # one name selects one lever
