@@ -231,7 +231,6 @@ def _add_identity_blocks(config):
         config["output_layers"] = _replace_history(config["output_layers"], output["name"], [f"{prefix}_output", 0, 0])
         position = layers.index(output) + 1
         layers[position:position] = new
-    return config
 
 
 def vary_architecture(model, width=1.0, strided_first_convolution=False, batch_normalization=True,
@@ -341,9 +340,9 @@ def train_lever(name, base_training, settings, splits, seed):
     training = {**base_training, **changes.get("training", {})}
     keras.utils.set_random_seed(seed)
     model = recipes.fresh_model(settings["model"], settings["models_dir"])
-    if "width" in changes or "extra_blocks" in changes:
-        model = vary_architecture(model, width=changes.get("width", 1.0),
-                                  extra_blocks=changes.get("extra_blocks", False))
+    architecture = {key: changes[key] for key in ("width", "extra_blocks") if key in changes}
+    if architecture:
+        model = vary_architecture(model, **architecture)
     if changes.get("all_training_images"):
         count = settings["all_images"]
         inputs, labels = splits.all_inputs[:count], splits.all_labels[:count]
