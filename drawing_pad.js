@@ -1,8 +1,9 @@
-// The browser half of helpers.DrawingPad (an anywidget ES module: no build step, no CDN).
+// The browser half of drawing_pad.DrawingPad (an anywidget ES module: no build step, no CDN).
 // It records each pen stroke as canvas coordinates and sends the list to Python when a stroke
-// ends; Python draws the strokes into an image, prepares it the MNIST way and runs the models,
+// ends; Python draws the strokes into an image, prepares it the MNIST way and runs the readers,
 // and sends back `reading`, which this module shows: the 28x28 image the models saw, each
-// prediction as text and the ten probabilities as bars.
+// verdict as text (a digit, "not sure: 7 or 1" or "not a digit") and the ten calibrated
+// probabilities as bars.
 
 const STYLE = `
 .pad-root { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; padding: 4px;
@@ -160,8 +161,11 @@ function render({ model, el }) {
       [ensembleLine, reading.ensemble, "pad-ensemble-digit"],
     ]) {
       if (!entry) continue;
-      const confidence = (100 * entry.probabilities[entry.digit]).toFixed(1);
-      line.append(`${entry.label}: `, element("span", className, String(entry.digit)), ` (${confidence}%)`);
+      // A digit shows its calibrated probability; "not sure" names two digits; "not a digit" names none.
+      const answer = entry.verdict === "digit" ? String(entry.digit)
+        : entry.verdict === "not sure" ? `not sure: ${entry.candidates[0]} or ${entry.candidates[1]}` : "not a digit";
+      const detail = entry.verdict === "digit" ? ` (${(100 * entry.probabilities[entry.digit]).toFixed(1)}%)` : "";
+      line.append(`${entry.label}: `, element("span", className, answer), detail);
     }
     pairs.forEach(([best, ensemble], digit) => {
       best.style.height = reading.best ? `${100 * reading.best.probabilities[digit]}%` : "0";

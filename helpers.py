@@ -1,10 +1,10 @@
 """Chores for model.ipynb, in the order the notebook uses them.
 
 Sections: data; input pipeline and augmentation; training (recipes, logger, timer, tuner
-bookkeeping); evaluation; plots; reading a user's digit; results files and prose.
+bookkeeping); evaluation; plots; digits from elsewhere; results files and prose.
 The notebook tells the story and defines the models; this module holds the reusable
-pieces, so that the notebook, the tests, `predict.py` and the benchmarks share one
-implementation of each.
+pieces, so that the notebook, the tests and the benchmarks share one implementation of
+each. The product, the digit reader that predict.py and the pad use, is `reader.py`.
 """
 
 from __future__ import annotations
@@ -21,20 +21,16 @@ import time
 import zlib
 from pathlib import Path
 
-import anywidget
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
-import traitlets
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from scipy import ndimage
 
-# TensorFlow is imported here, at the top, although predict.py only needs it once an image
-# is ready: every use of this module ends up loading or training a Keras model anyway.
+import reader
+from reader import IMAGE_SIZE, NUM_CLASSES  # the reader defines what a digit image is
 
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
 CLASS_NAMES = [str(digit) for digit in range(NUM_CLASSES)]
 
 # The four IDX files of the original MNIST release, and the counts they must hold.
@@ -237,6 +233,36 @@ def make_dataset(images, labels, batch_size, shuffle=False, seed=0, augmentation
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def outlier_exposure_dataset(images, labels, non_digits, batch_size, non_digit_batch_size, non_digit_weight,
+                             seed=0, augmentation=None):
+    """Batches of digits and non-digits for outlier exposure (Hendrycks et al. 2019).
+
+    Each batch holds `batch_size` shuffled digits with one-hot targets and weight 1, and
+    `non_digit_batch_size` non-digits (drawn round and round from `non_digits`) whose target
+    is the uniform distribution, with weight `non_digit_weight`: cross-entropy against it
+    pushes the model to be unsure of anything that is not a digit. One pass over the digits
+    is one epoch. `augmentation` is applied to the whole batch, digits and non-digits alike.
+    """
+    digits = tf.data.Dataset.from_tensor_slices((images, tf.one_hot(labels, NUM_CLASSES))).cache()
+    digits = digits.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    others = tf.data.Dataset.from_tensor_slices(np.asarray(non_digits, dtype=np.float32)).cache()
+    others = others.shuffle(len(non_digits), seed=seed + 1, reshuffle_each_iteration=True).repeat()
+    others = others.batch(non_digit_batch_size)
+
+    def combine(digit_batch, non_digit_batch):
+        digit_inputs, digit_targets = digit_batch
+        count = tf.shape(non_digit_batch)[0]
+        inputs = tf.concat([digit_inputs, non_digit_batch], axis=0)
+        if augmentation is not None:
+            inputs = augmentation(inputs, training=True)
+        targets = tf.concat([digit_targets, tf.fill([count, NUM_CLASSES], 1.0 / NUM_CLASSES)], axis=0)
+        weights = tf.concat([tf.ones([tf.shape(digit_inputs)[0]]), tf.fill([count], float(non_digit_weight))], axis=0)
+        return inputs, targets, weights
+
+    return tf.data.Dataset.zip((digits, others)).map(combine, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
+
+
 class RandomElastic(keras.layers.Layer):
     """Elastic distortion as Simard et al. (2003): a random displacement field smoothed by a Gaussian.
 
@@ -429,6 +455,17 @@ def compile_for_training(model, training: dict, steps_per_epoch: int):
     """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(training, steps_per_epoch)),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def compile_for_outlier_exposure(model, training: dict, steps_per_epoch: int):
+    """Compile for `outlier_exposure_dataset`'s soft targets: Adam, the recipe's schedule, categorical cross-entropy.
+
+    Only built-in Keras losses and metrics, so the saved model still loads in safe mode.
+    """
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(training, steps_per_epoch)),
+                  loss=keras.losses.CategoricalCrossentropy(),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     return model
 
 
@@ -963,11 +1000,58 @@ def plot_robustness(curves: dict, x_labels: dict):
     return fig
 
 
-# ==================== Reading a user's digit ==========================================
+def plot_reliability_diagrams(panels: dict, bins: int = 15):
+    """Reliability diagrams: per confidence bin, accuracy against confidence, before and after calibration.
+
+    `panels[name] = (labels, probabilities_before, probabilities_after)`; each panel's title
+    gives the expected calibration error (15 equal-width bins) of both.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), squeeze=False)
+    for axis, (name, (labels, before, after)) in zip(axes.ravel(), panels.items()):
+        axis.plot([0, 1], [0, 1], color="#888", linewidth=1, label="perfect calibration")
+        for color, label, probabilities in ((MODEL_COLORS[3], "before", before), (MODEL_COLORS[0], "after", after)):
+            confidence, accuracy_per_bin, counts = reader.reliability_bins(probabilities, labels, bins)
+            shown = counts >= 5  # a bin of one or two inputs is noise on the plot (the ECE still counts it)
+            ece = reader.expected_calibration_error(probabilities, labels, bins)
+            axis.plot(confidence[shown], accuracy_per_bin[shown], "o-", color=color, markersize=3,
+                      label=f"{label} (ECE {ece * 100:.2f}%)")
+        axis.set_title(name, fontsize=10)
+        axis.set_xlabel("confidence (top probability)")
+        axis.set_ylabel("accuracy")
+        axis.set_xlim(0, 1.01)
+        axis.set_ylim(0, 1.01)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
 
 
-MNIST_BOX = 20  # MNIST digits were scaled to fit a 20x20 box, then centred in a 28x28 field.
-GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as Pillow's convert("L").
+def plot_score_histograms(scores_by_set: dict, threshold: float, title: str, digit_sets=()):
+    """Histograms of the refusal score for each set of inputs, with the threshold.
+
+    Sets named in `digit_sets` (real digits) are drawn solid, the others (non-digits) dashed.
+    """
+    fig, axis = plt.subplots(figsize=(10, 4.6))
+    everything = np.concatenate([np.asarray(values, dtype=np.float64) for values in scores_by_set.values()])
+    everything = everything[np.isfinite(everything)]
+    edges = np.linspace(everything.min(), everything.max(), 40)
+    colors = plt.get_cmap("tab20").colors
+    for index, (name, values) in enumerate(scores_by_set.items()):
+        values = np.asarray(values, dtype=np.float64)
+        axis.hist(np.clip(values[np.isfinite(values)], edges[0], edges[-1]), bins=edges, density=True, histtype="step",
+                  linewidth=1.6, color=colors[2 * index % 20 + index // 10],
+                  linestyle="-" if name in digit_sets else "--", label=name)
+    axis.axvline(threshold, color="black", linewidth=2, label=f"threshold {threshold:.3g}: below it, not a digit")
+    axis.set_xlabel("score (higher: more like a digit)")
+    axis.set_ylabel("density (log scale)")
+    axis.set_yscale("log")
+    axis.set_title(title)
+    axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+# ==================== Digits from elsewhere ===========================================
 
 
 def naive_resize(images: np.ndarray) -> np.ndarray:
@@ -982,413 +1066,54 @@ def naive_resize(images: np.ndarray) -> np.ndarray:
     return np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32)[..., np.newaxis]
 
 
-def _open_image_file(path: Path):
-    """Open an image file with Pillow, upright as the camera meant it (EXIF orientation applied)."""
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a folder, not an image file; pass the path of one image inside it.")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; check the name and the folder it is in.")
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            return ImageOps.exif_transpose(opened)
-    except PermissionError as error:
-        raise PermissionError(f"{path}: cannot be read ({error.strerror}); check the file's permissions.") from error
-    except Image.DecompressionBombError as error:
-        raise ValueError(f"{path}: too large for Pillow's safety limit ({error}); scale the image down first.") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(
-            f"{path}: not an image Pillow can read ({type(error).__name__}); save it as PNG, JPEG, BMP or TIFF."
-        ) from error
+def prepare_many(items, strokes: bool = False, ink: str = "auto"):
+    """Prepare many images (or, with `strokes`, pen drawings) as the reader does; returns (inputs, blank).
 
-
-def _image_to_array(image) -> tuple[np.ndarray, str]:
-    """A path, PIL image or array as a 2-D float array, with a name for error messages.
-
-    Transparent pixels count as white paper, for PIL images and RGBA arrays alike.
+    `inputs` is (N, 28, 28, 1); `blank` marks the items the preparation itself refused as
+    blank (no ink), which a person is told instead of a digit: their rows of `inputs` are zero.
     """
-    name = "image"
-    if isinstance(image, (str, os.PathLike)):
-        name = str(image)
-        image = _open_image_file(Path(image))
-    if isinstance(image, Image.Image):
-        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-            # 16- and 32-bit scans: convert("L") would clip them at 255 instead of scaling.
-            return np.asarray(image, dtype=np.float32), name
-        if "A" in image.getbands() or "transparency" in image.info:
-            image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
-        return np.asarray(image.convert("L"), dtype=np.float32), name
-    try:
-        array = np.asarray(image, dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name}: cannot be read as an array of numbers ({error}); pass a path, "
-                         "a PIL image or a 2-D numeric array.") from error
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    elif array.ndim == 3 and array.shape[-1] in (3, 4):
-        if array.shape[-1] == 4:
-            # The value range says what "opaque" and "white" are: 1 for floats, 255 for 8 bits, 65535 for 16.
-            largest = float(array.max()) if array.size else 1.0
-            full = 1.0 if largest <= 1.0 else 255.0 if largest <= 255.0 else 65535.0
-            alpha = np.clip(array[..., 3] / full, 0.0, 1.0)[..., np.newaxis]
-            array = array[..., :3] * alpha + full * (1.0 - alpha)
-        array = array @ GRAY_WEIGHTS
-    if array.ndim != 2:
-        raise ValueError(f"{name}: an array of shape {array.shape}; expected a 2-D grayscale image (height, width), "
-                         "an RGB image (height, width, 3) or RGBA (height, width, 4).")
-    return array, name
-
-
-INK_CHOICES = ("auto", "dark", "light")  # dark: dark ink on light paper; light: light ink on dark, as MNIST.
-
-
-def _otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """The level that best splits `values` (in [0, 1]) into a dark and a bright class (Otsu's method)."""
-    histogram, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    centres = (edges[:-1] + edges[1:]) / 2
-    count_low = np.cumsum(histogram)
-    count_high = count_low[-1] - count_low
-    sum_low = np.cumsum(histogram * centres)
-    mean_low = sum_low / np.maximum(count_low, 1)
-    mean_high = (sum_low[-1] - sum_low) / np.maximum(count_high, 1)
-    between_class_variance = count_low * count_high * (mean_low - mean_high) ** 2
-    return float(edges[1 + int(np.argmax(between_class_variance))])
-
-
-def _count_regions(mask: np.ndarray, minimum_size: float) -> int:
-    """How many 8-connected regions of `mask` have at least `minimum_size` pixels."""
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    return int(np.count_nonzero(sizes >= minimum_size))
-
-
-def ink_polarity(array: np.ndarray) -> str:
-    """Whether a 2-D image of one digit has "dark" ink on light paper or "light" ink on dark.
-
-    The paper goes on beyond the frame, the ink does not. So each reading is scored by its
-    pieces once a margin of paper is added around the frame: right way round, a digit is
-    one or two pieces of ink on one sheet of paper (plus its holes); the wrong way round, a
-    tightly cropped heavy 0 falls apart into four corners and a hole. A reading with at
-    least two pieces fewer wins. Otherwise (any digit with paper all around it, where both
-    readings differ by one piece) most of the frame is paper, as for any scan or photo.
-    """
-    array = np.asarray(array, dtype=np.float32)
-    low, high = float(array.min()), float(array.max())
-    if array.ndim != 2 or high == low:
-        raise ValueError(f"an image of shape {array.shape} with values from {low:g} to {high:g}; "
-                         "expected a 2-D image with some contrast.")
-    stretched = (array - low) / (high - low)
-    bright = stretched > _otsu_threshold(stretched)
-    # Specks (sensor noise, JPEG artefacts) count alike in both readings; ignoring the tiniest ones
-    # (under 0.05% of a large image) only saves work. The corners of a tight crop can be small.
-    minimum_size = max(1.0, 0.0005 * array.size)
-
-    def pieces(ink):
-        paper = np.pad(~ink, 1, constant_values=True)
-        return _count_regions(ink, minimum_size) + _count_regions(paper, minimum_size)
-
-    light_ink, dark_ink = pieces(bright), pieces(~bright)
-    if abs(light_ink - dark_ink) >= 2:
-        return "light" if light_ink < dark_ink else "dark"
-    frame = np.concatenate([bright[0], bright[-1], bright[:, 0], bright[:, -1]])
-    return "dark" if frame.mean() > 0.5 else "light"
-
-
-def prepare_digit_image(image, ink_threshold: float = 0.1, ink: str = "auto") -> np.ndarray:
-    """Prepare any image of one digit the way MNIST was made; returns 28x28 float32 in [0, 1].
-
-    `image` is a path, a PIL image or a 2-D array of any size and value range. Steps:
-    grayscale; contrast stretched to [0, 1]; dark ink on light paper inverted to MNIST's
-    light-on-dark; paper level removed; cropped to the ink; scaled to fit a 20x20 box
-    keeping its aspect ratio; placed in a 28x28 field so that the ink's centre of mass is
-    at the centre. `ink` is "dark", "light", or "auto" to tell from the image (see
-    `ink_polarity`). Raises FileNotFoundError for a missing file, IsADirectoryError for a
-    folder, and ValueError for a file that is not an image, an array that is not one
-    image, an empty image or a blank one (no ink).
-    """
-    if not 0.0 < ink_threshold < 1.0:
-        raise ValueError(f"ink_threshold={ink_threshold!r}; use a fraction of the contrast between 0 and 1, such as 0.1.")
-    if ink not in INK_CHOICES:
-        raise ValueError(f"ink={ink!r}; use 'dark' (dark ink on light paper), 'light' (light ink on dark, as MNIST) "
-                         "or 'auto' (tell from the image).")
-    array, name = _image_to_array(image)
-    if array.size == 0:
-        raise ValueError(f"{name}: the image is empty (0 pixels); pass an image of one digit.")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name}: the image holds NaN or infinite values; replace them before preparing it.")
-    low, high = float(array.min()), float(array.max())
-    if high == low:
-        raise ValueError(f"{name}: the image is blank (no ink): every pixel has the value {high:g}.")
-    # Ink must differ from the paper by a visible share of the value range, or the contrast
-    # stretch below would blow sensor noise on an empty page up into a "digit".
-    if high - low < 0.05 * max(abs(high), abs(low)):
-        raise ValueError(f"{name}: the image is blank (no ink): its values only range from {low:g} to {high:g}.")
-    array = (array - low) / (high - low)
-    if (ink if ink != "auto" else ink_polarity(array)) == "dark":
-        array = 1.0 - array
-    # The paper's level is read where the frame shows paper: a digit cropped tightly covers much of the frame.
-    paper = array <= _otsu_threshold(array)
-    border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
-    border_paper = border[np.concatenate([paper[0], paper[-1], paper[:, 0], paper[:, -1]])]
-    background = float(np.median(border_paper if border_paper.size else array[paper]))
-    array = np.clip((array - background) / (1.0 - background), 0.0, 1.0)
-    ink_rows = np.flatnonzero(array.max(axis=1) > ink_threshold)
-    ink_columns = np.flatnonzero(array.max(axis=0) > ink_threshold)
-    if ink_rows.size == 0 or ink_columns.size == 0:
-        raise ValueError(f"{name}: the image is blank (no ink stands out from the background).")
-    crop = array[ink_rows[0]:ink_rows[-1] + 1, ink_columns[0]:ink_columns[-1] + 1]
-
-    height, width = crop.shape
-    scale = MNIST_BOX / max(height, width)
-    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
-    # Lanczos keeps strokes sharp both when shrinking a photo and when enlarging a tiny scan
-    # (bilinear enlarging blurs 8x8 digits into blobs); clipping removes its slight ringing.
-    resized = np.asarray(Image.fromarray(crop.astype(np.float32)).resize(
-        (new_width, new_height), Image.LANCZOS), dtype=np.float32)
-    resized = np.clip(resized, 0.0, 1.0)
-    if resized.max() > 0:
-        resized = resized / resized.max()
-
-    total = resized.sum()
-    rows, columns = np.indices(resized.shape)
-    center_row = (rows * resized).sum() / total if total > 0 else (new_height - 1) / 2
-    center_column = (columns * resized).sum() / total if total > 0 else (new_width - 1) / 2
-    middle = IMAGE_SIZE / 2  # MNIST's digits have their centre of mass at pixel (14, 14), measured.
-    top = int(np.clip(round(middle - center_row), 0, IMAGE_SIZE - new_height))
-    left = int(np.clip(round(middle - center_column), 0, IMAGE_SIZE - new_width))
-    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    field[top:top + new_height, left:left + new_width] = resized
-    return field
-
-
-def predict_digits(model, images):
-    """Predict digits with a Keras model; returns (labels (N,), probabilities (N, 10)).
-
-    `images`: one prepared 28x28 array, a list of them, or an array (N, 28, 28) or (N, 28, 28, 1)
-    of floats in [0, 1] (see `prepare_digit_image` and `to_model_input`). Raises ValueError,
-    naming the shape received, for any other shape, and for values outside [0, 1].
-    """
-    fix = "Prepare each image with helpers.prepare_digit_image first."
-    if isinstance(images, (list, tuple)):
-        shapes = sorted({np.shape(image) for image in images})
-        if len(shapes) > 1:
-            raise ValueError(f"a list of images of shapes {', '.join(map(str, shapes))}; expected all (28, 28). {fix}")
-    array = np.asarray(images, dtype=np.float32)
-    received = array.shape
-    if array.shape == (IMAGE_SIZE, IMAGE_SIZE):
-        array = array[np.newaxis]
-    if array.ndim == 3 and array.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE):
-        array = array[..., np.newaxis]
-    if array.ndim != 4 or array.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1) or len(array) == 0:
-        raise ValueError(f"images of shape {received}; expected (28, 28), (N, 28, 28) or (N, 28, 28, 1) "
-                         f"with N >= 1. {fix}")
-    # Raw uint8 pixels (0-255) would be read without complaint and give confident nonsense.
-    if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0 + 1e-6:
-        raise ValueError(f"images with values from {array.min():g} to {array.max():g}; the models expect [0, 1]. "
-                         "Divide 0-255 pixels by 255 (helpers.to_model_input) or prepare each image with "
-                         "helpers.prepare_digit_image.")
-    probabilities = np.asarray(model.predict(array, batch_size=1024, verbose=0), dtype=np.float32)
-    return probabilities.argmax(axis=1), probabilities
-
-
-PAD_SIZE = 280  # The drawing pad's canvas in pixels: ten pad pixels to one MNIST pixel.
-# Measured: with this pen, EXAMPLE_STROKES (a 4 about 190 px tall) prepares to almost as much ink
-# as MNIST's average 4 (a pixel sum of 87 against 95); thinner pens give faint, thin digits.
-PEN_WIDTH = 24.0
-# A 4 drawn by hand on the pad, in two strokes, as the browser records them: (x, y) in pixels.
-EXAMPLE_STROKES = [
-    [(150, 48), (122, 100), (94, 150), (82, 172), (120, 171), (165, 169), (205, 168)],
-    [(168, 104), (165, 160), (162, 200), (160, 238)],
-]
-
-
-def strokes_to_image(strokes, size: int = PAD_SIZE, pen_width: float = PEN_WIDTH) -> np.ndarray:
-    """Draw pen strokes into a (size, size) float32 image: light ink (1.0) on black (0.0), as MNIST.
-
-    `strokes` is a list of strokes, each a list of (x, y) points in pixels from the top-left
-    corner, as the drawing pad records them; a stroke of one point is a dot. The pen is round:
-    a pixel is ink where its centre is within `pen_width / 2` of the stroke, with a ramp one
-    pixel wide at the edge, so the result is smooth and exactly computable (no browser's
-    antialiasing involved). What lies outside the canvas is cut off.
-    """
-    if not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size={size!r}; use the canvas width in pixels, a positive whole number such as {PAD_SIZE}.")
-    if not (np.isfinite(pen_width) and pen_width > 0):
-        raise ValueError(f"pen_width={pen_width!r}; use the pen's width in pixels, a positive number "
-                         f"such as {PEN_WIDTH:g}.")
-    radius = pen_width / 2
-    image = np.zeros((size, size), dtype=np.float32)
-    for index, stroke in enumerate(strokes):
+    inputs = np.zeros((len(items), IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.float32)
+    blank = np.zeros(len(items), dtype=bool)
+    for index, item in enumerate(items):
         try:
-            points = np.asarray(stroke, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"stroke {index} is not a list of (x, y) numbers ({error}); "
-                             "pass strokes as lists of (x, y) points, such as helpers.EXAMPLE_STROKES.") from error
-        if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or not np.all(np.isfinite(points)):
-            raise ValueError(f"stroke {index} has shape {points.shape}; each stroke must be a non-empty list of "
-                             "finite (x, y) points, such as helpers.EXAMPLE_STROKES.")
-        segments = zip(points[:-1], points[1:]) if len(points) > 1 else [(points[0], points[0])]
-        for start, end in segments:
-            # Only the pixels near this segment can change: a window around it, clipped to the canvas.
-            left, top = np.maximum(np.floor(np.minimum(start, end) - radius - 1), 0).astype(int)
-            right, bottom = np.minimum(np.ceil(np.maximum(start, end) + radius + 1), size).astype(int)
-            if left >= right or top >= bottom:
-                continue
-            rows, columns = np.mgrid[top:bottom, left:right]
-            x, y = columns + 0.5, rows + 0.5  # pixel centres
-            direction = end - start
-            length_squared = float(direction @ direction)
-            along = 0.0 if length_squared == 0 else np.clip(
-                ((x - start[0]) * direction[0] + (y - start[1]) * direction[1]) / length_squared, 0.0, 1.0)
-            distance = np.hypot(x - start[0] - along * direction[0], y - start[1] - along * direction[1])
-            window = image[top:bottom, left:right]
-            np.maximum(window, np.clip(radius + 0.5 - distance, 0.0, 1.0), out=window)
-    return image
+            inputs[index, ..., 0] = reader.prepare_strokes(item) if strokes else reader.prepare_digit_image(item, ink=ink)
+        except ValueError:
+            blank[index] = True
+    return inputs, blank
 
 
-class DigitReading:
-    """What the models read in one drawing: the drawn image, the prepared 28x28 field, the probabilities.
+def share(mask) -> float:
+    """The share of True in a boolean array (0.0 for an empty one)."""
+    mask = np.asarray(mask, dtype=bool)
+    return float(mask.mean()) if mask.size else 0.0
 
-    `best_probabilities` (10,) come from the single model `best_name`; `ensemble_probabilities`
-    (10,) are the mean of the probabilities of the models in `members`, as the notebook's
-    ensemble is computed.
+
+def plot_digit_reading(reading):
+    """The drawing, the prepared 28x28 image and both readings' ten calibrated probabilities, side by side.
+
+    `reading` is a drawing_pad.DigitReading: what the best model and the ensemble answered.
     """
-
-    def __init__(self, drawing, prepared, best_name, best_probabilities, members, ensemble_probabilities):
-        self.drawing = drawing
-        self.prepared = prepared
-        self.best_name = best_name
-        self.best_probabilities = best_probabilities
-        self.members = list(members)
-        self.ensemble_probabilities = ensemble_probabilities
-
-    @property
-    def best_digit(self) -> int:
-        return int(np.argmax(self.best_probabilities))
-
-    @property
-    def ensemble_digit(self) -> int:
-        return int(np.argmax(self.ensemble_probabilities))
-
-    @property
-    def best_label(self) -> str:
-        return f"best model ({self.best_name})"
-
-    @property
-    def ensemble_label(self) -> str:
-        return f"ensemble of {len(self.members)} model{'s' if len(self.members) > 1 else ''}"
-
-
-def _check_pad_models(models: dict, best_name: str, members) -> None:
-    """Refuse, naming the fix, a best model or ensemble member that is not among `models`."""
-    available = ", ".join(models) or "none"
-    if best_name not in models:
-        raise ValueError(f"best_name={best_name!r} is not among the models ({available}); "
-                         "pass the name of one of them.")
-    missing = [name for name in members if name not in models]
-    if missing or not list(members):
-        problem = f"{missing} not among the models" if missing else "no members"
-        raise ValueError(f"members={list(members)!r}: {problem} ({available}); "
-                         "pass the names of the ensemble's models.")
-
-
-def read_drawing(strokes, models: dict, best_name: str, members, size: int = PAD_SIZE,
-                 pen_width: float = PEN_WIDTH) -> DigitReading:
-    """Read the digit drawn as `strokes` (see `strokes_to_image`) with the best model and the ensemble.
-
-    `models` maps names to Keras models (loaded from saved_models/ or just trained);
-    `best_name` is one of them, `members` the ensemble's. The drawing is prepared as
-    predict.py prepares an image file, with its polarity known: light ink on black.
-    """
-    _check_pad_models(models, best_name, members)
-    drawing = strokes_to_image(strokes, size=size, pen_width=pen_width)
-    if not drawing.any():
-        raise ValueError("the drawing is empty (no stroke on the pad); draw a digit on it.")
-    prepared = prepare_digit_image(drawing, ink="light")
-    # Each model runs once, also when the best model is one of the members.
-    names = dict.fromkeys([best_name, *members])
-    probabilities = {name: predict_digits(models[name], prepared)[1][0] for name in names}
-    ensemble = np.mean([probabilities[name] for name in members], axis=0).astype(np.float32)
-    return DigitReading(drawing, prepared, best_name, probabilities[best_name], members, ensemble)
-
-
-def plot_digit_reading(reading: DigitReading):
-    """The drawing, the prepared 28x28 image and both predictions' ten probabilities, side by side."""
     figure, (drawn_axis, prepared_axis, bars_axis) = plt.subplots(
         1, 3, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 1, 1.6]})
     drawn_axis.imshow(reading.drawing, cmap="gray_r", vmin=0, vmax=1)  # dark on white, as on the pad
     drawn_axis.set_title("drawn on the pad")
     prepared_axis.imshow(reading.prepared, cmap="gray", vmin=0, vmax=1)
-    prepared_axis.set_title("prepared 28x28 (what the models see)")
+    prepared_axis.set_title("prepared 28x28 (what is read)")
     for axis in (drawn_axis, prepared_axis):
         axis.set_xticks([])
         axis.set_yticks([])
     digits = np.arange(NUM_CLASSES)
-    bars_axis.bar(digits - 0.2, reading.best_probabilities, width=0.4, color=MODEL_COLORS[0],
-                  label=f"{reading.best_label}: {reading.best_digit}")
-    bars_axis.bar(digits + 0.2, reading.ensemble_probabilities, width=0.4, color=MODEL_COLORS[1],
-                  label=f"{reading.ensemble_label}: {reading.ensemble_digit}")
+    for offset, color, label, answer in ((-0.2, MODEL_COLORS[0], reading.best_label, reading.best),
+                                         (0.2, MODEL_COLORS[1], reading.ensemble_label, reading.ensemble)):
+        bars_axis.bar(digits + offset, answer.probabilities, width=0.4, color=color, label=f"{label}: {answer.text}")
     bars_axis.set_xticks(digits)
     bars_axis.set_ylim(0, 1.05)
     bars_axis.set_xlabel("digit")
-    bars_axis.set_ylabel("probability")
-    bars_axis.set_title(f"read as {reading.best_digit} (best model) and {reading.ensemble_digit} (ensemble)")
+    bars_axis.set_ylabel("calibrated probability")
     bars_axis.legend(loc="upper left", fontsize=8)
+    figure.suptitle(f"best model: {reading.best.text}   |   ensemble: {reading.ensemble.text}", fontsize=12)
     figure.tight_layout()
     return figure
-
-
-class DrawingPad(anywidget.AnyWidget):
-    """A pad to draw a digit on in the notebook, showing what the best model and the ensemble read.
-
-    Works in JupyterLab 4, Notebook 7 and VS Code, offline: anywidget loads drawing_pad.js
-    as an ES module, with no build step and nothing from the network. The browser records
-    each stroke as coordinates and sends the strokes when one ends; `read_drawing` does the
-    rest in Python; the browser shows the prepared image, each prediction as text (elements
-    of class pad-best-digit and pad-ensemble-digit) and the ten probabilities as bars.
-    `pad.read(strokes)` gives the same reading without a browser.
-    """
-
-    _esm = (Path(__file__).resolve().parent / "drawing_pad.js").read_text(encoding="utf-8")
-    size = traitlets.Int(PAD_SIZE).tag(sync=True)
-    pen_width = traitlets.Float(PEN_WIDTH).tag(sync=True)
-    strokes = traitlets.List().tag(sync=True)  # from the browser: [[[x, y], ...], ...]
-    reading = traitlets.Dict().tag(sync=True)  # to the browser: what the models read, or a message
-
-    def __init__(self, models: dict, best_name: str, members, size: int = PAD_SIZE, pen_width: float = PEN_WIDTH):
-        _check_pad_models(models, best_name, members)
-        self.models, self.best_name, self.members = dict(models), best_name, list(members)
-        super().__init__(size=size, pen_width=pen_width)
-
-    def read(self, strokes) -> DigitReading:
-        """What the models read in `strokes`, drawn with this pad's canvas size and pen."""
-        return read_drawing(strokes, self.models, self.best_name, self.members, self.size, self.pen_width)
-
-    def __repr__(self) -> str:
-        # What a notebook shows where no browser runs the widget (nbconvert, GitHub): no memory address.
-        return (f"DrawingPad for {self.best_name} and an ensemble of {len(self.members)}: draw a digit here "
-                "when the notebook runs live in JupyterLab, Notebook 7 or VS Code.")
-
-    @traitlets.observe("strokes")
-    def _read_new_strokes(self, change):
-        # The stroke count tells the browser which drawing a reading belongs to.
-        if not change["new"]:
-            self.reading = {"strokes": 0}
-            return
-        try:
-            reading = self.read(change["new"])
-        except ValueError as error:
-            self.reading = {"strokes": len(change["new"]), "message": str(error)}
-            return
-        self.reading = {
-            "strokes": len(change["new"]),
-            "prepared": np.round(reading.prepared.ravel(), 3).tolist(),
-            "best": {"label": reading.best_label, "digit": reading.best_digit,
-                     "probabilities": reading.best_probabilities.tolist()},
-            "ensemble": {"label": reading.ensemble_label, "digit": reading.ensemble_digit,
-                         "probabilities": reading.ensemble_probabilities.tolist()},
-        }
-
 
 # ==================== Results files and prose =========================================
 
@@ -1437,16 +1162,8 @@ def save_model_checked(model, path, sample_inputs, tolerance=1e-5):
     return reloaded
 
 
-def load_saved_model(path):
-    """Load a model saved by the notebook, in safe mode; a missing or unreadable file says to run `make run`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such saved model; run `make run` to train and save the models.")
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a damaged file; all mean the same here.
-        raise ValueError(f"{path}: cannot be loaded as a Keras model ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''}); run `make run` to save it again.") from error
+# One loader for saved models, in safe mode, with an error that names the file: the reader's.
+load_saved_model = reader.load_model
 
 
 def save_fig(fig, name: str, folder, dpi: int = 120) -> Path:
@@ -1465,15 +1182,8 @@ def write_json(data, path) -> Path:
     return path
 
 
-def read_json(path, what: str = "file") -> dict:
-    """Read a JSON file the notebook wrote; a missing or damaged one says which file and to run `make run`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such {what}; run `make run` to write it.")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot be read as JSON ({error}); run `make run` to write it again.") from error
+# One reader of the notebook's JSON files, with an error that names the file: the reader's.
+read_json = reader.read_json
 
 
 def write_text(path, text: str) -> Path:
@@ -1513,6 +1223,24 @@ def trials_table_markdown(trials: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def candidates_table_markdown(table: dict, adopted: str) -> str:
+    """The refusal candidates as a Markdown table: validation (what chose) and the held-out sets (what it measured)."""
+    first = next(iter(table.values()))
+    kept_sets, refused_sets = list(first["test_kept"]), list(first["test_refused"])
+    lines = ["| candidate | validation non-digits refused (mean) | "
+             + " | ".join(f"kept: {name}" for name in kept_sets) + " | "
+             + " | ".join(f"refused: {name}" for name in refused_sets) + " | AUROC digits vs letters |",
+             "| --- |" + " ---: |" * (2 + len(kept_sets) + len(refused_sets))]
+    for name, entry in table.items():
+        auroc = "-" if entry["test_auroc_letters"] is None else f"{entry['test_auroc_letters']:.4f}"
+        lines.append(f"| {'**' + name + '** (adopted)' if name == adopted else name} | "
+                     f"{entry['validation_mean_refused'] * 100:.1f}% | "
+                     + " | ".join(f"{entry['test_kept'][kind] * 100:.1f}%" for kind in kept_sets) + " | "
+                     + " | ".join(f"{entry['test_refused'][kind] * 100:.1f}%" for kind in refused_sets)
+                     + f" | {auroc} |")
+    return "\n".join(lines)
+
+
 def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
     """The notebook's conclusion, written from the metrics of this run.
 
@@ -1549,7 +1277,7 @@ def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
             verb = "removes" if change >= 0 else "adds"
             lines.append(f"\n`{better}` {verb} {abs(change) * 100:.0f}% of the errors of `{worse}` "
                          f"({errors(worse)} -> {errors(better)}).")
-    seeds = [name for name in models if name == "resnet" or name.startswith("resnet_seed")]
+    seeds = [name for name in models if name == "resnet" or (name.startswith("resnet_seed") and name[11:].isdigit())]
     if len(seeds) > 1:
         scores = np.array([models[name]["test_accuracy"] for name in seeds]) * 100
         lines.append(f"\nThe {len(seeds)} residual networks (same recipe, different seeds) score {scores.mean():.2f}% "
@@ -1599,6 +1327,23 @@ def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
             f"the images are prepared the MNIST way, against {scores[top]['naive_resize'] * 100:.1f}% when they "
             "are simply resized."
         )
+    refusal = metrics.get("refusal")
+    if refusal:
+        kept = "; ".join(f"{name} {value * 100:.1f}%" for name, value in refusal["kept"].items())
+        refused = "; ".join(f"{name} {value * 100:.1f}%" for name, value in refusal["refused"].items())
+        auroc = refusal.get("auroc_mnist_test_against_letters")
+        lines.append(
+            f"\nKnowing when it cannot read: the reader adopted, on validation data, **{refusal['score']}**. On the sets "
+            f"held out, it keeps {kept}; it refuses {refused}. Of the MNIST test digits it keeps, it reads "
+            f"{refusal['accuracy_on_kept_mnist_test'] * 100:.2f}% correctly, and says \"not sure\" for "
+            f"{refusal['not_sure_mnist_test'] * 100:.2f}% of them"
+            + (f"; the AUROC between MNIST test digits and held-out letters is {auroc:.4f}." if auroc is not None else "."))
+    calibration = metrics.get("calibration")
+    if calibration:
+        parts = [f"`{name}` {entry['ece_before'] * 100:.2f}% -> {entry['ece_after'] * 100:.2f}%"
+                 for name, entry in calibration.items()]
+        lines.append(f"\nExpected calibration error on the test set, before and after temperature scaling: "
+                     f"{'; '.join(parts)}.")
     cpu_seconds = f" ({run['cpu_seconds'] / 60:.1f} CPU-minutes)" if "cpu_seconds" in run else ""
     how = "" if run.get("train", True) else ", loading the saved models instead of training them"
     lines.append(f"\nThe whole notebook ran in {run['total_seconds'] / 60:.1f} minutes{cpu_seconds} on "
@@ -1617,6 +1362,42 @@ def replace_between_markers(path, content: str, start: str, end: str) -> None:
     write_text(path, head + start + "\n" + content.strip("\n") + "\n" + end + tail)
 
 
+def reader_summary_markdown(metrics: dict) -> str:
+    """Calibration and the "not a digit" answer of this run, as Markdown tables ("" for a run without them)."""
+    lines = []
+    calibration = metrics.get("calibration")
+    if calibration:
+        lines += ["", "Calibration on the test set (temperatures fitted on the validation digits; ECE: expected "
+                  "calibration error, 15 equal-width bins; NLL: negative log-likelihood):", "",
+                  "| model | temperature | ECE before | ECE after | NLL before | NLL after |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {name} | {entry['temperature']:.3f} | {entry['ece_before'] * 100:.2f}% | "
+                  f"{entry['ece_after'] * 100:.2f}% | {entry['nll_before']:.4f} | {entry['nll_after']:.4f} |"
+                  for name, entry in calibration.items()]
+    refusal = metrics.get("refusal")
+    if refusal:
+        auroc = refusal.get("auroc_mnist_test_against_letters")
+        lines += ["", f"\"Not a digit\": the score adopted on validation data is **{refusal['score']}** "
+                  f"(members {', '.join(refusal['members'])}), refusing below {refusal['threshold']:.4g}, the "
+                  f"threshold that keeps {refusal['keep_on_validation'] * 100:.0f}% of the MNIST validation digits. "
+                  "On sets no model, temperature or threshold was fitted on:", "",
+                  "| set | what it is | kept | refused |", "| --- | --- | ---: | ---: |"]
+        lines += [f"| {name} | real digits | {value * 100:.2f}% | {(1 - value) * 100:.2f}% |"
+                  for name, value in refusal["kept"].items()]
+        lines += [f"| {name} | {'ambiguous: measured apart' if name == 'digit-shaped letters' else 'not digits'} | "
+                  f"{(1 - value) * 100:.2f}% | {value * 100:.2f}% |" for name, value in refusal["refused"].items()]
+        lines += ["", f"On the MNIST test digits it keeps, the reader is right {refusal['accuracy_on_kept_mnist_test'] * 100:.2f}% "
+                  f"of the time (all of them: {refusal['accuracy_all_mnist_test'] * 100:.2f}%) and says \"not sure\" "
+                  f"for {refusal['not_sure_mnist_test'] * 100:.2f}%"
+                  + (f"; the AUROC of its score between MNIST test digits and held-out letters is {auroc:.4f}."
+                     if auroc is not None else ".")]
+        if refusal.get("candidates"):
+            lines += ["", "Every candidate score, each with the threshold that keeps 99% of the validation digits; the one "
+                      "that refused the most validation non-digits was adopted before the test sets were scored:", "",
+                      candidates_table_markdown(refusal["candidates"], refusal["score"])]
+    return "\n".join(lines)
+
+
 def update_readme_results(readme_path, metrics: dict, start="<!-- results:start -->", end="<!-- results:end -->"):
     """Replace the text between the two markers in the README with the results table."""
     run = metrics["run"]
@@ -1624,4 +1405,5 @@ def update_readme_results(readme_path, metrics: dict, start="<!-- results:start 
         f"_From `figures/metrics.json` of the committed full run: TensorFlow {run['tensorflow']}, "
         f"Keras {run['keras']}, {run.get('cpu', 'CPU')}, whole notebook {run['total_seconds'] / 60:.1f} min._\n\n"
     )
-    replace_between_markers(readme_path, caption + results_table_markdown(metrics), start, end)
+    replace_between_markers(readme_path, caption + results_table_markdown(metrics) + reader_summary_markdown(metrics),
+                            start, end)

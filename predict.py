@@ -1,9 +1,11 @@
-"""Classify images of handwritten digits with a model trained by model.ipynb.
+"""Read handwritten digits in image files with the reader that model.ipynb saved.
 
-Each image is prepared the way MNIST was made (see helpers.prepare_digit_image) and the
-predicted digit is printed with its three most likely digits, one line per image.
-Exit status: 0 all images read, 1 some image could not be read, 2 the model could not be
-loaded or used (and, as argparse does, for usage errors).
+Each image is prepared the way MNIST was made (see reader.prepare_digit_image) and read by the
+ensemble in saved_models/ (or one model, with --model), with calibrated probabilities. Each image
+gets one verdict: the digit, "not sure: 7 or 1" when two digits are close or the models disagree,
+or "not a digit" when it looks like none of the digits the models know.
+Exit status: 0 every image got a verdict, 1 some image could not be read, 2 the reader could not
+be loaded or used (and, as argparse does, for usage errors).
 """
 
 import os
@@ -18,6 +20,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent  # Python puts this folder first on sys.path for the script
+MODELS_DIR = PROJECT_ROOT / "saved_models"
 
 
 @contextlib.contextmanager
@@ -34,49 +37,39 @@ def native_stderr_silenced():
         os.close(devnull)
 
 
-# helpers imports TensorFlow, whose C++ start-up chatter would otherwise open every run.
+# The reader imports TensorFlow, whose C++ start-up chatter would otherwise open every run.
 with native_stderr_silenced():
-    import keras  # noqa: E402
-
-    import helpers  # noqa: E402
-
-FALLBACK_MODEL = "cnn_optimized"
-
-
-def default_model_path() -> Path:
-    """The most accurate saved model according to figures/metrics.json, else cnn_optimized."""
-    models_dir = PROJECT_ROOT / "saved_models"
-    try:
-        models = json.loads((PROJECT_ROOT / "figures" / "metrics.json").read_text())["models"]
-        # Ensembles have members and no file of their own.
-        ranked = sorted((float(entry["test_accuracy"]), name) for name, entry in models.items()
-                        if "members" not in entry and (models_dir / f"{name}.keras").is_file())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        ranked = []  # No run yet, or a metrics file from an older layout: use the usual best model.
-    return models_dir / f"{ranked[-1][1] if ranked else FALLBACK_MODEL}.keras"
+    import reader  # noqa: E402
 
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         prog="predict.py",
-        description="Predict the digit in each image: a scan, photo or drawing of one handwritten digit,\n"
+        description="Read the digit in each image: a scan, photo or drawing of one handwritten digit,\n"
                     "dark on light or light on dark, any size. Each image is prepared the way MNIST was\n"
-                    "made, then the predicted digit and its top three probabilities are printed, one line\n"
-                    "per image.",
-        epilog="example:\n  python predict.py my_seven.png scan.jpg --model saved_models/cnn_basic.keras\n"
+                    "made and read with calibrated probabilities; one line per image says the digit,\n"
+                    "'not sure: 7 or 1' (two digits are close, or the models disagree) or 'not a digit'.",
+        epilog="example:\n  python predict.py my_seven.png blank_page.jpg\n"
                "  my_seven.png: 7  (7 98.1%, 1 1.2%, 9 0.4%)\n"
-               "  python predict.py tight_crop.png --ink dark\n\n"
-               "exit status: 0 all images read, 1 some image could not be read, 2 the model could not be "
-               "loaded (or a usage error)",
+               "  blank_page.jpg: not a digit  (looks most like 1 at 41.0%; score 0.41 below 0.93)\n"
+               "  python predict.py tight_crop.png --ink dark --json\n\n"
+               "--json prints one JSON object per line and image: file, digit (an int, or null unless the\n"
+               "verdict is 'digit'), verdict ('digit', 'not sure' or 'not a digit'), candidates (the digits\n"
+               "named), probabilities (ten, calibrated), score (higher: more like a digit), threshold.\n\n"
+               "exit status: 0 every image got a verdict (also 'not a digit'), 1 some image could not be\n"
+               "read, 2 the reader or model could not be loaded (or a usage error)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, TIFF, ...)")
     parser.add_argument("--model", type=Path, default=None,
-                        help="a saved Keras model (default: the most accurate one in saved_models/ according "
-                             f"to figures/metrics.json, else saved_models/{FALLBACK_MODEL}.keras)")
-    parser.add_argument("--ink", choices=helpers.INK_CHOICES, default="auto",
+                        help="read with this one saved Keras model, calibrated by the <name>.calibration.json "
+                             "beside it (default: the ensemble of saved_models/reader.json)")
+    parser.add_argument("--models-dir", type=Path, default=MODELS_DIR,
+                        help="the folder of the saved reader and its models (default: saved_models/ beside predict.py)")
+    parser.add_argument("--ink", choices=reader.INK_CHOICES, default="auto",
                         help="dark: dark ink on light paper; light: light ink on dark, as MNIST; auto (default): "
                              "tell from each image. Force it when a tightly cropped, heavy digit is read inverted.")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image, for scripts")
     return parser.parse_args(argv)
 
 
@@ -90,6 +83,23 @@ def first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
+def describe(reading, threshold) -> str:
+    """One line for a person: the verdict, then the top three probabilities or why it was refused."""
+    ranking = reading.probabilities.argsort()[::-1]
+    if reading.verdict == "not a digit":
+        return (f"not a digit  (looks most like {ranking[0]} at {reading.probabilities[ranking[0]] * 100:.1f}%; "
+                f"score {reading.score:.3g} below {threshold:.3g})")
+    top = ", ".join(f"{digit} {reading.probabilities[digit] * 100:.1f}%" for digit in ranking[:3])
+    answer = f"not sure: {reading.candidates[0]} or {reading.candidates[1]}" if reading.verdict == "not sure" else reading.digit
+    return f"{answer}  ({top})"
+
+
+def load(model_path, models_dir):
+    """The reader to use: one model with --model, else the saved ensemble. Raises (OSError, ValueError)."""
+    with native_stderr_silenced():
+        return reader.load_single_model_reader(model_path) if model_path else reader.load_reader(models_dir)
+
+
 def main(argv=None) -> int:
     arguments = parse_arguments(argv)
 
@@ -97,37 +107,32 @@ def main(argv=None) -> int:
     prepared, names = [], []
     for image in arguments.images:
         try:
-            prepared.append(helpers.prepare_digit_image(image, ink=arguments.ink))
+            prepared.append(reader.prepare_digit_image(image, ink=arguments.ink))
             names.append(image)
         except (OSError, ValueError) as error:
             fail(str(error))
     failures = len(arguments.images) - len(names)
 
-    model_path = arguments.model or default_model_path()
-    if not model_path.is_file():
-        fail(f"{model_path}: no such model file. Train the models with `make run`, or pass --model PATH.")
-        return 2
     try:
-        with native_stderr_silenced():
-            model = keras.saving.load_model(model_path, safe_mode=True)
-    except Exception as error:  # Keras raises many kinds for a broken file: each means "cannot load".
-        fail(f"{model_path}: cannot load this Keras model ({first_line(error)}). "
-             "Use a .keras file saved by model.ipynb, or run `make run` to save it again.")
+        digit_reader = load(arguments.model, arguments.models_dir)
+    except (OSError, ValueError) as error:
+        fail(f"{first_line(error).split(': ', 1)[-1]} Pass --model PATH to read with one saved model."
+             if not arguments.model else str(error).splitlines()[0])
         return 2
 
     if prepared:
         try:
             with native_stderr_silenced():
-                labels, probabilities = helpers.predict_digits(model, prepared)
+                readings = digit_reader.read(prepared)
         except Exception as error:  # A model built for other inputs fails in many ways: all mean "wrong model".
-            input_shape = getattr(model, "input_shape", "unknown")
-            fail(f"{model_path}: cannot classify 28x28 digits with this model (its input shape is {input_shape}; "
-                 f"{first_line(error)}). Pass a model trained by model.ipynb.")
+            fail(f"{arguments.model or arguments.models_dir}: cannot read 28x28 digits with this model ({first_line(error)}). "
+                 "Pass a model trained by model.ipynb.")
             return 2
-        for name, label, row in zip(names, labels, probabilities):
-            top = row.argsort()[::-1][:3]
-            ranking = ", ".join(f"{digit} {row[digit] * 100:.1f}%" for digit in top)
-            print(f"{name}: {label}  ({ranking})")
+        for name, reading in zip(names, readings):
+            if arguments.json:
+                print(json.dumps({"file": name, **reading.as_dict(), "threshold": digit_reader.threshold}))
+            else:
+                print(f"{name}: {describe(reading, digit_reader.threshold)}")
     return 1 if failures else 0
 
 

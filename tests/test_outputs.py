@@ -187,3 +187,26 @@ def test_section_timer_adds_up_sections():
     timer.start("a")
     timer.stop()
     assert set(timer.seconds) == {"a", "b"} and all(value >= 0 for value in timer.seconds.values())
+
+
+def test_readme_results_carry_calibration_and_refusal_when_the_run_has_them(tmp_path):
+    metrics = small_metrics()
+    metrics["calibration"] = {"cnn_basic": {"temperature": 1.5, "ece_before": 0.004, "ece_after": 0.002,
+                                            "nll_before": 0.03, "nll_after": 0.025}}
+    metrics["refusal"] = {"score": "energy, ensemble as trained", "members": ["cnn_basic", "dnn"], "threshold": 7.25,
+                          "keep_on_validation": 0.99, "kept": {"MNIST test": 0.9905},
+                          "refused": {"scribbles": 0.96, "digit-shaped letters": 0.3},
+                          "accuracy_on_kept_mnist_test": 0.998, "accuracy_all_mnist_test": 0.9969,
+                          "not_sure_mnist_test": 0.004, "auroc_mnist_test_against_letters": 0.991}
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
+    helpers.update_readme_results(readme, metrics)
+    text = readme.read_text()
+    assert "| cnn_basic | 1.500 | 0.40% | 0.20% | 0.0300 | 0.0250 |" in text
+    assert "**energy, ensemble as trained**" in text and "refusing below 7.25" in text
+    assert "| MNIST test | real digits | 99.05% | 0.95% |" in text
+    assert "| scribbles | not digits | 4.00% | 96.00% |" in text
+    assert "| digit-shaped letters | ambiguous: measured apart | 70.00% | 30.00% |" in text
+    assert "right 99.80% of the time" in text and "AUROC of its score" in text and "0.9910" in text
+    # A run from before the reader existed writes the table alone.
+    assert helpers.reader_summary_markdown(small_metrics()) == ""

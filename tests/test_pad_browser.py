@@ -1,11 +1,11 @@
 """The drawing pad in a real browser: JupyterLab on 127.0.0.1, headless Chromium, a 4 drawn with the mouse.
 
-The test writes a two-cell notebook that loads saved_models/cnn_basic.keras and shows a
-helpers.DrawingPad, runs it in JupyterLab, draws helpers.EXAMPLE_STROKES on the canvas with
-mouse events and checks the digit the page shows. It needs Debian's chromium at
-/usr/bin/chromium (.ci/run installs it) and Playwright for Python (requirements.txt; its own
-browser download is never used). Set SAVE_PAD_SCREENSHOT=1 to refresh figures/draw_pad.png,
-the screenshot the README shows.
+The test writes a two-cell notebook that builds two readers from saved_models/cnn_basic.keras and
+dnn.keras and shows a drawing_pad.DrawingPad for them, runs it in JupyterLab, draws
+reader.EXAMPLE_STROKES on the canvas with mouse events and checks the verdicts the page shows.
+It needs Debian's chromium at /usr/bin/chromium (.ci/run installs it) and Playwright for Python
+(requirements.txt; its own browser download is never used). Set SAVE_PAD_SCREENSHOT=1 to refresh
+figures/draw_pad.png, the screenshot the README shows.
 """
 
 import json
@@ -23,7 +23,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import helpers  # noqa: E402
+import reader  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -34,17 +34,21 @@ SCREENSHOT = PROJECT_ROOT / "figures" / "draw_pad.png"
 
 
 def notebook_json() -> str:
-    """A notebook that loads two saved models and shows the pad for them, as model.ipynb's last section does."""
+    """A notebook that builds two readers from saved models and shows the pad for them, as model.ipynb's last
+    section does: the first model alone and the ensemble of both, uncalibrated (temperature 1), refusing nothing."""
     setup = "\n".join([
         "import sys",
         f"root = {str(PROJECT_ROOT)!r}",
         "sys.path.insert(0, root)",
-        "import keras",
-        "import helpers",
-        "trained_models = {name: keras.saving.load_model(f'{root}/saved_models/{name}.keras', safe_mode=True)",
-        f"                  for name in {list(MODELS)!r}}}",
+        "import drawing_pad",
+        "import reader",
+        f"names = {list(MODELS)!r}",
+        "trained_models = {name: reader.load_model(f'{root}/saved_models/{name}.keras') for name in names}",
+        "best = reader.Reader({names[0]: trained_models[names[0]]}, {names[0]: 1.0})",
+        "ensemble = reader.Reader(trained_models, {name: 1.0 for name in names}, ensemble_temperature=1.0,",
+        "                         score='probability', threshold=None)",
     ])
-    pad = f"helpers.DrawingPad(trained_models, best_name={MODELS[0]!r}, members={list(MODELS)!r})"
+    pad = "drawing_pad.DrawingPad(best, ensemble)"
     cells = [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
              for source in (setup, pad)]
     kernel = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -120,8 +124,8 @@ def test_a_digit_drawn_with_the_mouse_is_read(jupyter_url, tmp_path):
             canvas.wait_for(timeout=90_000)  # TensorFlow's import and the model's load come first
             canvas.scroll_into_view_if_needed()
             box = canvas.bounding_box()
-            scale = box["width"] / helpers.PAD_SIZE
-            for stroke in helpers.EXAMPLE_STROKES:
+            scale = box["width"] / reader.PAD_SIZE
+            for stroke in reader.EXAMPLE_STROKES:
                 (x, y), *rest = stroke
                 page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
                 page.mouse.down()
@@ -130,6 +134,7 @@ def test_a_digit_drawn_with_the_mouse_is_read(jupyter_url, tmp_path):
                 page.mouse.up()
             root = page.locator(".pad-root")
             page.wait_for_function("document.querySelector('.pad-root')?.dataset.state === 'read'", timeout=30_000)
+            # The verdict as text: "4", "not sure: 4 or 9" or "not a digit".
             best = page.locator(".pad-best-digit").inner_text()
             ensemble = page.locator(".pad-ensemble-digit").inner_text()
             message = page.locator(".pad-message").inner_text()

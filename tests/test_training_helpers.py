@@ -1,6 +1,5 @@
 """The input pipeline, augmentation, training, evaluation and results-file helpers, on small real inputs."""
 
-import json
 import time
 
 import keras
