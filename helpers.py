@@ -1395,7 +1395,8 @@ def reader_summary_markdown(metrics: dict) -> str:
             lines += ["", "Every candidate score, each with the threshold that keeps 99% of the validation digits; the one "
                       "that refused the most validation non-digits was adopted before the test sets were scored:", "",
                       candidates_table_markdown(refusal["candidates"], refusal["score"])]
-    return "\n".join(lines)
+    # The first line is empty: with the newline that ends the table above, it leaves the blank line Markdown needs.
+    return "\n" + "\n".join(lines) if lines else ""
 
 
 def update_readme_results(readme_path, metrics: dict, start="<!-- results:start -->", end="<!-- results:end -->"):
