@@ -4,6 +4,12 @@
 // and sends back `reading`, which this module shows: the 28x28 image the models saw, each
 // verdict as text (a digit, "not sure: 7 or 1" or "not a digit") and the ten calibrated
 // probabilities as bars.
+//
+// Teach mode, below the pad: after a reading the person says which digit it was ("it was: 0 ... 9");
+// Python adapts both readers to all their examples and sends back `teach_state`, shown here as
+// a strip of thumbnails, each with what the trained and the adapted readers read in it
+// ("2 → 7"). The examples can be saved to a file, loaded again, or forgotten (reset). Each click
+// is sent as `command`, numbered, and the page is "busy" until Python says that number is done.
 
 const STYLE = `
 .pad-root { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; padding: 4px;
@@ -13,7 +19,7 @@ const STYLE = `
 .pad-clear { align-self: flex-start; padding: 3px 14px; }
 .pad-preview { width: 112px; height: 112px; image-rendering: pixelated; border: 1px solid #888; background: #000; }
 .pad-caption { color: #666; font-size: 12px; }
-.pad-results { width: 250px; }
+.pad-results { width: 290px; }
 .pad-line { font-size: 14px; }
 .pad-best-digit, .pad-ensemble-digit { font-size: 22px; font-weight: bold; }
 .pad-message { color: #b00; min-height: 1.4em; }
@@ -26,6 +32,19 @@ const STYLE = `
 .pad-bar-labels span { width: 19px; text-align: center; }
 .pad-legend { display: flex; flex-direction: column; }
 .pad-swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
+.pad-adapted-note { color: #2a7d2a; min-height: 1.4em; }
+.pad-teach { flex-basis: 100%; display: flex; flex-direction: column; gap: 6px; border-top: 1px solid #ddd;
+  padding-top: 8px; }
+.pad-teach-row { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; }
+.pad-teach-digit { width: 28px; padding: 2px 0; }
+.pad-examples { display: flex; flex-wrap: wrap; gap: 8px; min-height: 20px; }
+.pad-example { display: flex; flex-direction: column; align-items: center; width: 112px; font-size: 11px;
+  border: 1px solid #ddd; padding: 3px; }
+.pad-example canvas { width: 42px; height: 42px; image-rendering: pixelated; background: #000; }
+.pad-example-digit { font-weight: bold; }
+.pad-file-name { width: 220px; }
+.pad-teach-message { min-height: 1.4em; color: #555; }
+.pad-teach-message.pad-error { color: #b00; }
 `;
 
 function element(tag, className, text) {
@@ -33,6 +52,19 @@ function element(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+function paintField(target, values) {
+  // A prepared 28x28 field (784 values in [0, 1], row by row) as light ink on black; none: all black.
+  target.width = 28;
+  target.height = 28;
+  const context = target.getContext("2d");
+  const pixels = context.createImageData(28, 28);
+  for (let index = 0; index < 28 * 28; index++) {
+    const value = Math.round(255 * ((values || [])[index] || 0));
+    pixels.data.set([value, value, value, 255], 4 * index);
+  }
+  context.putImageData(pixels, 0, 0);
 }
 
 function render({ model, el }) {
@@ -51,8 +83,6 @@ function render({ model, el }) {
   // Middle: what the models see.
   const seen = element("div", "pad-column");
   const preview = element("canvas", "pad-preview");
-  preview.width = 28;
-  preview.height = 28;
   seen.append(element("div", "pad-caption", "prepared 28x28"), preview);
 
   // Right: the predictions.
@@ -73,9 +103,41 @@ function render({ model, el }) {
     pairs.push([best, ensemble]);
   }
   const legend = element("div", "pad-legend pad-caption");
-  results.append(bestLine, ensembleLine, message, bars, labels, legend);
+  const adaptedNote = element("div", "pad-adapted-note");
+  results.append(bestLine, ensembleLine, adaptedNote, message, bars, labels, legend);
 
-  root.append(drawing, seen, results);
+  // Below: teach mode, the person's examples and their file.
+  const teach = element("div", "pad-teach");
+  const digitRow = element("div", "pad-teach-row");
+  digitRow.appendChild(element("span", "pad-caption", "it was:"));
+  const digitButtons = [];
+  for (let digit = 0; digit < 10; digit++) {
+    const button = element("button", `pad-teach-digit pad-teach-${digit}`, String(digit));
+    button.title = `Teach the readers that this drawing is a ${digit}`;
+    button.addEventListener("click", () => send({ action: "teach", digit }));
+    digitButtons.push(button);
+    digitRow.appendChild(button);
+  }
+  const examples = element("div", "pad-examples");
+  const fileRow = element("div", "pad-teach-row");
+  const fileName = element("input", "pad-file-name");
+  fileName.type = "text";
+  fileName.value = "my_digits.json";
+  fileName.placeholder = "file name, e.g. my_digits.json";
+  fileName.title = "A file name; a relative one is in the notebook's folder";
+  // Typing a name must not trigger JupyterLab's keyboard shortcuts (a "d, d" would delete the cell).
+  fileName.setAttribute("data-lm-suppress-shortcuts", "true");
+  const save = element("button", "pad-save", "Save");
+  const load = element("button", "pad-load", "Load");
+  const reset = element("button", "pad-reset", "Reset");
+  save.addEventListener("click", () => send({ action: "save", path: fileName.value }));
+  load.addEventListener("click", () => send({ action: "load", path: fileName.value }));
+  reset.addEventListener("click", () => send({ action: "reset" }));
+  fileRow.append(element("span", "pad-caption", "your examples:"), fileName, save, load, reset);
+  const teachMessage = element("div", "pad-teach-message");
+  teach.append(digitRow, examples, fileRow, teachMessage);
+
+  root.append(drawing, seen, results, teach);
   el.appendChild(root);
 
   const context = canvas.getContext("2d");
@@ -131,6 +193,7 @@ function render({ model, el }) {
     model.set("strokes", strokes.map((stroke) => stroke.map((xy) => [...xy])));
     model.save_changes();
     root.dataset.state = "reading";
+    enableButtons();
   }
   canvas.addEventListener("pointerup", endStroke);
   canvas.addEventListener("pointercancel", endStroke);
@@ -141,18 +204,59 @@ function render({ model, el }) {
     model.set("strokes", []);
     model.save_changes();
     root.dataset.state = "reading";
+    enableButtons();
   });
+
+  // Each command is numbered; until Python reports that number done, the page is busy.
+  let pending = null;
+  function send(command) {
+    const id = Math.max(pending || 0, (model.get("command") || {}).id || 0) + 1;
+    pending = id;
+    model.set("command", { ...command, id });
+    model.save_changes();
+    root.dataset.teach = "busy";
+    enableButtons();
+  }
+
+  function enableButtons() {
+    // A digit can be taught once something is drawn; nothing is sent while a command runs.
+    for (const button of digitButtons) button.disabled = pending !== null || strokes.length === 0;
+    for (const button of [save, load, reset]) button.disabled = pending !== null;
+  }
+
+
+  function showTeachState() {
+    const state = model.get("teach_state") || {};
+    if (pending !== null && state.done === pending) pending = null;
+    examples.replaceChildren();
+    if (!(state.examples || []).length) {
+      examples.appendChild(element("span", "pad-caption", "No examples yet: draw a digit, then say which it was."));
+    }
+    for (const example of state.examples || []) {
+      // What the trained reader read in the example, then what the adapted one reads: "2 → 7".
+      const card = element("div", "pad-example");
+      card.title = `taught as ${example.digit}`;
+      const thumbnail = element("canvas");
+      paintField(thumbnail, example.pixels);
+      card.append(thumbnail, element("span", "pad-example-digit", `it was ${example.digit}`));
+      for (const [key, name] of [["best", "best"], ["ensemble", "ens."]]) {
+        const entry = example[key];
+        if (!entry) continue;
+        card.appendChild(element("span", `pad-example-${key}`, `${name} ${entry.before} → ${entry.after}`));
+      }
+      examples.appendChild(card);
+    }
+    adaptedNote.textContent = state.note || "";
+    teachMessage.textContent = state.message || "";
+    teachMessage.classList.toggle("pad-error", Boolean(state.error));
+    root.dataset.examples = String(state.count || 0);
+    root.dataset.teach = pending === null ? "ready" : "busy";
+    enableButtons();
+  }
 
   function showReading() {
     const reading = model.get("reading") || {};
-    const previewContext = preview.getContext("2d");
-    const pixels = previewContext.createImageData(28, 28);
-    const prepared = reading.prepared || [];
-    for (let index = 0; index < 28 * 28; index++) {
-      const value = Math.round(255 * (prepared[index] || 0));
-      pixels.data.set([value, value, value, 255], 4 * index);
-    }
-    previewContext.putImageData(pixels, 0, 0);
+    paintField(preview, reading.prepared);
     message.textContent = reading.message || "";
     bestLine.replaceChildren();
     ensembleLine.replaceChildren();
@@ -190,8 +294,13 @@ function render({ model, el }) {
   strokes = (model.get("strokes") || []).map((stroke) => stroke.map((xy) => [...xy]));
   paintStrokes();
   showReading();
+  showTeachState();
   model.on("change:reading", showReading);
-  return () => model.off("change:reading", showReading);
+  model.on("change:teach_state", showTeachState);
+  return () => {
+    model.off("change:reading", showReading);
+    model.off("change:teach_state", showTeachState);
+  };
 }
 
 export default { render };

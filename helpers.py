@@ -29,6 +29,7 @@ from PIL import Image
 from scipy import ndimage
 
 import reader
+import writers
 from reader import IMAGE_SIZE, NUM_CLASSES  # the reader defines what a digit image is
 
 CLASS_NAMES = [str(digit) for digit in range(NUM_CLASSES)]
@@ -210,6 +211,21 @@ def split_validation(images: np.ndarray, labels: np.ndarray, validation_split: f
         raise ValueError(f"validation_split={validation_split!r}; use a fraction between 0 and 1, such as 0.2.")
     cut = int(len(images) * (1.0 - validation_split))
     return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
+
+
+def validation_indices(labels, validation_split: float, seed: int = 0, train_writers=None):
+    """Indices (fit, validation) of the training digits, and how the validation digits were chosen.
+
+    With `train_writers` ({"writer", "series"} of writers.load_writers) they are whole writers,
+    `validation_split` of each series (writers.split_by_writer): the validation digits then come
+    from people who wrote no training digit, as the test digits do. Without, the last
+    `validation_split` of the images, as Keras' `validation_split`.
+    """
+    if train_writers is not None:
+        fit, validation = writers.split_by_writer(train_writers["writer"], train_writers["series"], validation_split, seed)
+        return fit, validation, "writer"
+    (fit, _), (validation, _) = split_validation(np.arange(len(labels)), np.asarray(labels), validation_split)
+    return fit, validation, "last fraction"
 
 
 # ==================== Input pipeline and augmentation =================================
@@ -1000,6 +1016,91 @@ def plot_robustness(curves: dict, x_labels: dict):
     return fig
 
 
+def plot_writer_accuracy(per_writer: dict, series_accuracy: dict):
+    """Left: how many test writers each model reads at each accuracy; right: accuracy by NIST series.
+
+    `per_writer[model]` is (writer ids, digits per writer, accuracy per writer) from
+    writers.accuracy_by_writer; `series_accuracy[model][series name]` an accuracy in [0, 1].
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [2, 1]})
+    lowest = min(accuracies.min() for _, _, accuracies in per_writer.values())
+    edges = np.linspace(np.floor(lowest * 50) / 50, 1.0, 21)
+    for color, (name, (_, _, accuracies)) in zip(MODEL_COLORS, per_writer.items()):
+        left.hist(accuracies * 100, bins=edges * 100, color=color, alpha=0.55, label=f"{name} ({len(accuracies)} writers)")
+    left.set_xlabel("accuracy on one writer's test digits (%)")
+    left.set_ylabel("writers")
+    left.set_title("Accuracy per test writer")
+    left.legend(loc="upper left")
+    left.grid(alpha=0.3)
+    names = list(series_accuracy)
+    series = list(next(iter(series_accuracy.values())))
+    width = 0.8 / len(names)
+    for index, name in enumerate(names):
+        values = [series_accuracy[name][each] * 100 for each in series]
+        bars = right.bar(np.arange(len(series)) + (index - (len(names) - 1) / 2) * width, values, width, label=name,
+                         color=MODEL_COLORS[index])
+        for bar, value in zip(bars, values):
+            right.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
+                           xytext=(0, 2), textcoords="offset points", fontsize=8)
+    right.set_xticks(np.arange(len(series)), [name.replace(" ", "\n", 1) for name in series])
+    low = min(value for by_series in series_accuracy.values() for value in by_series.values()) * 100
+    right.set_ylim(max(0.0, np.floor(low) - 1), 100)
+    right.set_ylabel("test accuracy (%)")
+    right.set_title("By NIST series")
+    right.legend(loc="lower right", fontsize=8)
+    right.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pen_writers(per_writer: dict, held_out_writers, title: str):
+    """Accuracy on each pen writer's digits (`per_writer[model]` = (writer ids, counts, accuracies)),
+    writers sorted by the first model's accuracy; the held-out writers' labels in bold."""
+    first = next(iter(per_writer.values()))
+    order = np.argsort(first[2])
+    ids = first[0][order]
+    fig, axis = plt.subplots(figsize=(12, 3.8))
+    width = 0.8 / len(per_writer)
+    for index, (name, (writer_ids, _, accuracies)) in enumerate(per_writer.items()):
+        by_id = dict(zip(writer_ids.tolist(), accuracies))
+        axis.bar(np.arange(len(ids)) + (index - (len(per_writer) - 1) / 2) * width, [by_id[i] * 100 for i in ids],
+                 width, label=name, color=MODEL_COLORS[index])
+    axis.set_xticks(np.arange(len(ids)), [str(i) for i in ids])
+    held_out = set(int(writer) for writer in held_out_writers)
+    for label, writer in zip(axis.get_xticklabels(), ids):
+        if int(writer) in held_out:
+            label.set_fontweight("bold")
+    lowest = min(accuracies.min() for _, _, accuracies in per_writer.values()) * 100
+    axis.set_ylim(max(0.0, np.floor(lowest / 5) * 5 - 5), 100)
+    axis.set_xlabel("pen writer (bold: held out from every fit and choice)")
+    axis.set_ylabel("accuracy (%)")
+    axis.set_title(title)
+    axis.legend(loc="lower right")
+    axis.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_adaptation(curves: dict, examples_per_digit):
+    """Accuracy on a writer's other digits against the examples per digit the reader adapted to.
+
+    `curves[group]` = {"mean": [...], "worst": [...]} with one value per entry of `examples_per_digit`
+    (0 first: the reader before adaptation).
+    """
+    fig, axis = plt.subplots(figsize=(7, 4.2))
+    for color, (group, curve) in zip(MODEL_COLORS, curves.items()):
+        axis.plot(examples_per_digit, np.array(curve["mean"]) * 100, "o-", color=color, label=f"{group}: mean writer")
+        axis.plot(examples_per_digit, np.array(curve["worst"]) * 100, "s--", color=color, label=f"{group}: worst writer")
+    axis.set_xticks(examples_per_digit)
+    axis.set_xlabel("examples per digit the reader adapted to")
+    axis.set_ylabel("accuracy on the writer's other digits (%)")
+    axis.set_title("Learning a person's hand from a few examples")
+    axis.legend(loc="lower right", fontsize=8)
+    axis.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def plot_reliability_diagrams(panels: dict, bins: int = 15):
     """Reliability diagrams: per confidence bin, accuracy against confidence, before and after calibration.
 
@@ -1327,6 +1428,20 @@ def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
             f"the images are prepared the MNIST way, against {scores[top]['naive_resize'] * 100:.1f}% when they "
             "are simply resized."
         )
+    pen = (cross_dataset or {}).get("pen_digits")
+    if pen:
+        held_out = {name: entry["held-out writers"] for name, entry in pen["models"].items()}
+        top = max(held_out, key=lambda name: held_out[name]["accuracy"])
+        lines.append(f"\nOn {pen['dataset']}, no pen digit trained on, `{top}` reads {held_out[top]['accuracy'] * 100:.1f}% "
+                     f"of the held-out pen writers' digits (worst writer {held_out[top]['worst_writer'] * 100:.1f}%).")
+    writer_summary = metrics.get("writers")
+    if writer_summary:
+        for name, entry in writer_summary.items():
+            if isinstance(entry, dict) and "mean_writer" in entry:
+                series = ", ".join(f"{key} {value * 100:.2f}%" for key, value in entry["series"].items())
+                lines.append(f"\nPer test writer ({entry['writers']} writers), `{name}` averages {entry['mean_writer'] * 100:.2f}%; "
+                             f"it reads {entry['writers_without_error'] * 100:.0f}% of the writers without an error and the "
+                             f"worst at {entry['worst_writer'] * 100:.1f}% ({series}).")
     refusal = metrics.get("refusal")
     if refusal:
         kept = "; ".join(f"{name} {value * 100:.1f}%" for name, value in refusal["kept"].items())
@@ -1344,6 +1459,19 @@ def conclusion_markdown(metrics: dict, targets: dict | None = None) -> str:
                  for name, entry in calibration.items()]
         lines.append(f"\nExpected calibration error on the test set, before and after temperature scaling: "
                      f"{'; '.join(parts)}.")
+    adaptation = metrics.get("adaptation")
+    if adaptation:
+        for group, label in (("pen", "held-out pen writers"), ("mnist_writers", "MNIST test writers")):
+            steps = adaptation.get(group) or {}
+            if steps:
+                parts = [f"{key} per digit {entry['mean'] * 100:.2f}% (worst {entry['worst'] * 100:.1f}%)"
+                         for key, entry in steps.items() if key != "0"]
+                lines.append(f"\nLearning a person's hand ({adaptation['adopted_name']}, chosen on validation writers): the "
+                             f"{steps['0']['writers']} {label} are read at {steps['0']['mean'] * 100:.2f}% on average without "
+                             f"examples (worst {steps['0']['worst'] * 100:.1f}%); after adapting to examples: {'; '.join(parts)}.")
+        timing = adaptation.get("seconds_to_adapt")
+        if timing:
+            lines.append(f"\nAdapting to {timing['examples']} examples takes {timing['median_wall']:.2f} s.")
     cpu_seconds = f" ({run['cpu_seconds'] / 60:.1f} CPU-minutes)" if "cpu_seconds" in run else ""
     how = "" if run.get("train", True) else ", loading the saved models instead of training them"
     lines.append(f"\nThe whole notebook ran in {run['total_seconds'] / 60:.1f} minutes{cpu_seconds} on "
@@ -1399,6 +1527,53 @@ def reader_summary_markdown(metrics: dict) -> str:
     return "\n" + "\n".join(lines) if lines else ""
 
 
+def writers_summary_markdown(metrics: dict) -> str:
+    """Per-writer accuracy, pen digits and the adaptation to a writer of this run, as Markdown ("" without them)."""
+    lines = []
+    writer_summary = metrics.get("writers")
+    if writer_summary:
+        series = list(next(entry for entry in writer_summary.values() if isinstance(entry, dict))["series"])
+        lines += ["", f"Per writer: MNIST's {writer_summary['test_writers']} test writers (median "
+                  f"{writer_summary['median_digits_per_writer']:.0f} digits each; QMNIST's writer ids), none of whom wrote a "
+                  f"training digit; the validation digits are whole writers too (`run.validation_split_by` = "
+                  f"\"{metrics['run'].get('validation_split_by')}\"):", "",
+                  "| model | mean over writers | writers read without an error | worst writer | "
+                  + " | ".join(series) + " |", "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in series) + " |"]
+        lines += [f"| {name} | {entry['mean_writer'] * 100:.2f}% | {entry['writers_without_error'] * 100:.0f}% | "
+                  f"{entry['worst_writer'] * 100:.1f}% | " + " | ".join(f"{entry['series'][each] * 100:.2f}%" for each in series) + " |"
+                  for name, entry in writer_summary.items() if isinstance(entry, dict)]
+    pen = (metrics.get("cross_dataset") or {}).get("pen_digits")
+    if pen:
+        lines += ["", f"Pen digits ({pen['dataset']}), read by the networks as trained (no pen digit seen):", "",
+                  "| model | all 30 writers | worst writer | held-out writers | worst held-out writer |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {name} | {entry['all writers']['accuracy'] * 100:.2f}% | {entry['all writers']['worst_writer'] * 100:.1f}% | "
+                  f"{entry['held-out writers']['accuracy'] * 100:.2f}% | {entry['held-out writers']['worst_writer'] * 100:.1f}% |"
+                  for name, entry in pen["models"].items()]
+    adaptation = metrics.get("adaptation")
+    if adaptation and (adaptation.get("pen") or adaptation.get("mnist_writers")):
+        lines += ["", f"Learning a person's hand: the reader adapted to k examples per digit of one writer "
+                  f"({adaptation['adopted_name']}, chosen on validation writers), reading the writer's other digits; "
+                  f"mean over writers and the worst writer, {adaptation['draws']} random draws of the examples each:", "",
+                  "| writers | examples per digit | writers measured | mean before | mean after | worst before | worst after |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for group, label in (("pen", "held-out pen writers"), ("mnist_writers", "MNIST test writers")):
+            lines += [f"| {label} | {key} | {entry['writers']} | {entry['before_mean'] * 100:.2f}% | {entry['mean'] * 100:.2f}% | "
+                      f"{entry['before_worst'] * 100:.1f}% | {entry['worst'] * 100:.1f}% |"
+                      for key, entry in (adaptation.get(group) or {}).items()]
+        refused = adaptation.get("non_digits_refused") or {}
+        if refused.get("after_mean"):
+            lines += ["", "Held-out non-digits refused before adaptation, and after it (mean and lowest over the adapted "
+                      f"readers, one per held-out writer): " + "; ".join(
+                          f"{kind} {refused['before'][kind] * 100:.1f}% -> {refused['after_mean'][kind] * 100:.1f}% "
+                          f"(lowest {refused['after_lowest'][kind] * 100:.1f}%)" for kind in refused["before"]) + "."]
+        timing = adaptation.get("seconds_to_adapt")
+        if timing:
+            lines += ["", f"Adapting to {timing['examples']} examples (what the pad does when it learns one more): "
+                      f"{timing['median_wall']:.2f} s wall, {timing['median_cpu']:.2f} CPU-s, median of 5 ({timing['cpu']})."]
+    return "\n" + "\n".join(lines) if lines else ""
+
+
 def update_readme_results(readme_path, metrics: dict, start="<!-- results:start -->", end="<!-- results:end -->"):
     """Replace the text between the two markers in the README with the results table."""
     run = metrics["run"]
@@ -1406,5 +1581,5 @@ def update_readme_results(readme_path, metrics: dict, start="<!-- results:start 
         f"_From `figures/metrics.json` of the committed full run: TensorFlow {run['tensorflow']}, "
         f"Keras {run['keras']}, {run.get('cpu', 'CPU')}, whole notebook {run['total_seconds'] / 60:.1f} min._\n\n"
     )
-    replace_between_markers(readme_path, caption + results_table_markdown(metrics) + reader_summary_markdown(metrics),
-                            start, end)
+    replace_between_markers(readme_path, caption + results_table_markdown(metrics) + reader_summary_markdown(metrics)
+                            + writers_summary_markdown(metrics), start, end)

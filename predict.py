@@ -3,9 +3,10 @@
 Each image is prepared the way MNIST was made (see reader.prepare_digit_image) and read by the
 ensemble in saved_models/ (or one model, with --model), with calibrated probabilities. Each image
 gets one verdict: the digit, "not sure: 7 or 1" when two digits are close or the models disagree,
-or "not a digit" when it looks like none of the digits the models know.
-Exit status: 0 every image got a verdict, 1 some image could not be read, 2 the reader could not
-be loaded or used (and, as argparse does, for usage errors).
+or "not a digit" when it looks like none of the digits the models know. With --examples, the reader
+first learns one person's hand from their labelled digits (see reader.Reader.adapted).
+Exit status: 0 every image got a verdict, 1 some image could not be read, 2 the reader or the
+examples file could not be loaded or used (and, as argparse does, for usage errors).
 """
 
 import os
@@ -52,12 +53,14 @@ def parse_arguments(argv=None):
         epilog="example:\n  python predict.py my_seven.png blank_page.jpg\n"
                "  my_seven.png: 7  (7 98.1%, 1 1.2%, 9 0.4%)\n"
                "  blank_page.jpg: not a digit  (looks most like 1 at 41.0%; score 0.41 below 0.93)\n"
-               "  python predict.py tight_crop.png --ink dark --json\n\n"
+               "  python predict.py tight_crop.png --ink dark --json\n"
+               "  python predict.py my_one.png --examples my_digits.json\n\n"
                "--json prints one JSON object per line and image: file, digit (an int, or null unless the\n"
                "verdict is 'digit'), verdict ('digit', 'not sure' or 'not a digit'), candidates (the digits\n"
-               "named), probabilities (ten, calibrated), score (higher: more like a digit), threshold.\n\n"
+               "named), probabilities (ten, calibrated), score (higher: more like a digit), threshold;\n"
+               "with --examples also adapted_to_examples (how many examples the reader learned from).\n\n"
                "exit status: 0 every image got a verdict (also 'not a digit'), 1 some image could not be\n"
-               "read, 2 the reader or model could not be loaded (or a usage error)",
+               "read, 2 the reader, model or examples file could not be loaded (or a usage error)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, TIFF, ...)")
@@ -69,6 +72,9 @@ def parse_arguments(argv=None):
     parser.add_argument("--ink", choices=reader.INK_CHOICES, default="auto",
                         help="dark: dark ink on light paper; light: light ink on dark, as MNIST; auto (default): "
                              "tell from each image. Force it when a tightly cropped, heavy digit is read inverted.")
+    parser.add_argument("--examples", type=Path, default=None, metavar="FILE",
+                        help="first adapt the reader to one person's hand: FILE holds their labelled digits, as the "
+                             "drawing pad's teach mode (or reader.save_examples) saves them")
     parser.add_argument("--json", action="store_true", help="one JSON object per image, for scripts")
     return parser.parse_args(argv)
 
@@ -113,6 +119,15 @@ def main(argv=None) -> int:
             fail(str(error))
     failures = len(arguments.images) - len(names)
 
+    # The examples are checked before the models load: a wrong file name should not cost that wait.
+    examples = None
+    if arguments.examples is not None:
+        try:
+            examples = reader.load_examples(arguments.examples)
+        except (OSError, ValueError) as error:
+            fail(str(error).strip().splitlines()[0])
+            return 2
+
     try:
         digit_reader = load(arguments.model, arguments.models_dir)
     except (OSError, ValueError) as error:
@@ -123,6 +138,8 @@ def main(argv=None) -> int:
     if prepared:
         try:
             with native_stderr_silenced():
+                if examples is not None:
+                    digit_reader = digit_reader.adapted(*examples)
                 readings = digit_reader.read(prepared)
         except Exception as error:  # A model built for other inputs fails in many ways: all mean "wrong model".
             fail(f"{arguments.model or arguments.models_dir}: cannot read 28x28 digits with this model ({first_line(error)}). "
@@ -130,7 +147,9 @@ def main(argv=None) -> int:
             return 2
         for name, reading in zip(names, readings):
             if arguments.json:
-                print(json.dumps({"file": name, **reading.as_dict(), "threshold": digit_reader.threshold}))
+                adaptation = {} if examples is None else {"adapted_to_examples": len(examples[1])}
+                print(json.dumps({"file": name, **reading.as_dict(), "threshold": digit_reader.threshold,
+                                  **adaptation}))
             else:
                 print(f"{name}: {describe(reading, digit_reader.threshold)}")
     return 1 if failures else 0

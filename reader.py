@@ -8,7 +8,7 @@ the score says the input is unlike the digits the models know. It imports only w
 needs (NumPy, Pillow, SciPy, Keras): no Matplotlib, anywidget, KerasTuner or papermill.
 
 Sections: preparing an image; drawing pen strokes; model outputs and calibration; scores;
-the reader and its verdicts.
+learning a person's hand from a few examples; the reader and its verdicts.
 """
 
 from __future__ import annotations
@@ -475,6 +475,105 @@ def keep_threshold(digit_scores, keep: float = 0.99) -> float:
     return float(np.quantile(np.asarray(digit_scores, dtype=np.float64), 1.0 - keep))
 
 
+# ==================== Learning a person's hand ========================================
+
+
+# How strongly an adapted last layer is pulled toward its trained weights, and whether each example
+# is also seen shifted by one pixel: chosen in model.ipynb on validation writers, saved in reader.json.
+DEFAULT_ADAPTATION = {"pull": 1.0, "shifted_copies": False}
+ONE_PIXEL = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def last_layer(model) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel (D, 10) and bias (10,) of a model's last Dense layer."""
+    kernel, bias = model.layers[-1].get_weights()
+    return np.asarray(kernel, dtype=np.float64), np.asarray(bias, dtype=np.float64)
+
+
+def fit_head(features, digits, kernel, bias, pull: float) -> tuple[np.ndarray, np.ndarray]:
+    """Re-fit a last layer on a few examples, pulled toward its trained weights.
+
+    Minimizes the examples' summed cross-entropy plus `pull` times the squared distance of the
+    kernel and bias from the trained ones (an L2 prior centred on them, as in transfer learning
+    with "L2-SP", Li et al. 2018), with L-BFGS: a few milliseconds for a 128x10 layer. Summed,
+    not averaged: one example moves the layer a little, each further one more, so a single
+    taught digit cannot swing the reading of all the others.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    digits = np.asarray(digits)
+    kernel, bias = np.asarray(kernel, dtype=np.float64), np.asarray(bias, dtype=np.float64)
+    targets = np.eye(NUM_CLASSES)[digits]
+    rows, columns = kernel.shape
+
+    def loss_and_gradient(flat):
+        new_kernel, new_bias = flat[:rows * columns].reshape(rows, columns), flat[rows * columns:]
+        logits = features @ new_kernel + new_bias
+        probabilities = special.softmax(logits, axis=1)
+        loss = np.sum(special.logsumexp(logits, axis=1) - (logits * targets).sum(axis=1))
+        error = probabilities - targets
+        kernel_change, bias_change = new_kernel - kernel, new_bias - bias
+        loss += pull * (np.sum(kernel_change ** 2) + np.sum(bias_change ** 2))
+        gradient = np.concatenate([(features.T @ error + 2 * pull * kernel_change).ravel(),
+                                   error.sum(axis=0) + 2 * pull * bias_change])
+        return loss, gradient
+
+    start = np.concatenate([kernel.ravel(), bias])
+    result = optimize.minimize(loss_and_gradient, start, jac=True, method="L-BFGS-B", options={"maxiter": 200})
+    return (result.x[:rows * columns].reshape(rows, columns).astype(np.float32),
+            result.x[rows * columns:].astype(np.float32))
+
+
+def shifted_copies(images) -> np.ndarray:
+    """Each prepared image and its four one-pixel shifts, as (5 * N, 28, 28, 1): copies grouped by shift."""
+    images = check_images(images)
+    return np.concatenate([np.roll(images, shift, axis=(1, 2)) for shift in ONE_PIXEL])
+
+
+EXAMPLES_FORMAT = "handwriting examples"
+
+
+def save_examples(path, images, digits) -> Path:
+    """Save a person's labelled digits (prepared 28x28 images) as JSON: pixels 0-255, no pickle."""
+    path = Path(path)
+    images = check_images(images)[..., 0]
+    digits = np.asarray(digits, dtype=np.int64).reshape(-1)
+    if len(digits) != len(images):
+        raise ValueError(f"{len(images)} images and {len(digits)} digits; give one digit per image.")
+    data = {"format": EXAMPLES_FORMAT, "version": 1, "image_size": IMAGE_SIZE,
+            "examples": [{"digit": int(digit), "pixels": np.round(image * 255).astype(int).ravel().tolist()}
+                         for image, digit in zip(images, digits)]}
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(json.dumps(data))
+    os.replace(temporary, path)  # all or nothing: a stopped save never leaves half a file
+    return path
+
+
+def load_examples(path) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 28, 28) in [0, 1], digits (N,)) from a file `save_examples` wrote."""
+    path = Path(path)
+    hint = "save the examples again from the drawing pad's teach mode (or reader.save_examples)"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such examples file; check the name, or {hint}.")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot be read as JSON ({error}); {hint}.") from error
+    if not isinstance(data, dict) or data.get("format") != EXAMPLES_FORMAT:
+        raise ValueError(f"{path}: not a file of handwriting examples (no \"format\": \"{EXAMPLES_FORMAT}\"); {hint}.")
+    try:
+        if not all(isinstance(entry["digit"], int) and not isinstance(entry["digit"], bool) for entry in data["examples"]):
+            raise ValueError("a digit that is not a whole number")
+        digits = np.array([entry["digit"] for entry in data["examples"]], dtype=np.int64)
+        pixels = np.array([entry["pixels"] for entry in data["examples"]], dtype=np.float32)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: an example lacks or garbles its digit or pixels ({error}); {hint}.") from error
+    if len(digits) and (pixels.ndim != 2 or pixels.shape[1] != IMAGE_SIZE * IMAGE_SIZE
+                        or ((digits < 0) | (digits > 9)).any() or not np.isfinite(pixels).all()
+                        or (pixels < 0).any() or (pixels > 255).any()):
+        raise ValueError(f"{path}: each example needs a digit 0-9 and {IMAGE_SIZE * IMAGE_SIZE} pixels in 0-255; {hint}.")
+    return pixels.reshape(-1, IMAGE_SIZE, IMAGE_SIZE) / 255.0, digits
+
+
 # ==================== The reader and its verdicts =====================================
 
 
@@ -528,7 +627,7 @@ class Reader:
 
     def __init__(self, models: dict, temperatures: dict, ensemble_temperature: float = 1.0,
                  score: str = "probability", threshold: float | None = None, densities=None,
-                 not_sure_second_probability: float = NOT_SURE_SECOND_PROBABILITY):
+                 not_sure_second_probability: float = NOT_SURE_SECOND_PROBABILITY, adaptation=None):
         if not models:
             raise ValueError("a reader needs at least one model; pass {name: keras model}.")
         missing = [name for name in models if name not in temperatures]
@@ -543,6 +642,10 @@ class Reader:
         self.threshold = None if threshold is None else float(threshold)
         self.densities = densities
         self.not_sure_second_probability = float(not_sure_second_probability)
+        self.adaptation = {**DEFAULT_ADAPTATION, **(adaptation or {})}
+        # A reader adapted to one person's examples reads with re-fitted last layers (see `adapted`).
+        self.heads = {}
+        self.examples = (np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32), np.zeros(0, dtype=np.int64))
 
     @property
     def temperature(self) -> float:
@@ -560,6 +663,7 @@ class Reader:
 
     def read_outputs(self, member_outputs) -> list[Reading]:
         """Verdicts from the members' outputs (see `outputs`), so a caller can reuse them."""
+        member_outputs = self.with_heads(member_outputs)
         member_logits = [logits for _, logits in member_outputs]
         probabilities = calibrated_probabilities(member_logits, self.temperature)
         input_scores = scores(self.score, member_outputs, self.ensemble_temperature if len(self.models) > 1
@@ -590,17 +694,62 @@ class Reader:
         """Draw pen strokes as the pad does, prepare them (light ink on black) and read them."""
         return self.read(prepare_strokes(strokes, size, pen_width))[0]
 
+    def with_heads(self, member_outputs) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The members' outputs with the logits of the adapted last layers, if the reader was adapted."""
+        if not self.heads:
+            return list(member_outputs)
+        return [(features, features @ self.heads[name][0] + self.heads[name][1]) if name in self.heads
+                else (features, logits) for name, (features, logits) in zip(self.models, member_outputs)]
+
+    def adapted(self, images, digits) -> "Reader":
+        """A reader that has learned one person's hand from a few of their digits, labelled.
+
+        `images` are prepared digits (as for `read`), `digits` what each one is. Each member's
+        last layer is re-fitted on them, pulled toward its trained weights (`fit_head`), so a
+        few examples move the reading of that person's style without unlearning the rest; the
+        temperatures and the "not a digit" threshold stay those fitted on validation data.
+        The examples are kept in `examples`. No examples: the reader unchanged.
+        """
+        digits = np.asarray(digits, dtype=np.int64).reshape(-1)
+        if len(digits) == 0:
+            if len(images):
+                raise ValueError(f"{len(images)} example images and no digits; give one digit 0-9 per image.")
+            return self.adapted_from_features([None] * len(self.models), digits)
+        images = check_images(images)
+        if len(digits) != len(images) or ((digits < 0) | (digits >= NUM_CLASSES)).any():
+            raise ValueError(f"{len(images)} example images with digits {digits.tolist()[:20]}; give one digit "
+                             "0-9 per image.")
+        examples = images[..., 0]
+        if self.adaptation["shifted_copies"]:
+            images = shifted_copies(images)
+        member_features = [model_outputs(model, images)[0] for model in self.models.values()]
+        return self.adapted_from_features(member_features, np.tile(digits, len(images) // len(digits)),
+                                          (examples, digits))
+
+    def adapted_from_features(self, member_features, digits, examples=None) -> "Reader":
+        """`adapted` from the members' penultimate features of the examples, computed already."""
+        adapted = Reader(self.models, self.temperatures, self.ensemble_temperature, self.score, self.threshold,
+                         self.densities, self.not_sure_second_probability, self.adaptation)
+        if len(digits):
+            adapted.heads = {name: fit_head(features, digits, *last_layer(model), self.adaptation["pull"])
+                             for (name, model), features in zip(self.models.items(), member_features)}
+        if examples is not None:
+            adapted.examples = examples
+        return adapted
+
     def settings(self) -> dict:
         """What `from_settings` needs besides the models: saved as saved_models/reader.json."""
         return {"members": list(self.models), "temperatures": self.temperatures,
                 "ensemble_temperature": self.ensemble_temperature, "score": self.score,
-                "threshold": self.threshold, "not_sure_second_probability": self.not_sure_second_probability}
+                "threshold": self.threshold, "not_sure_second_probability": self.not_sure_second_probability,
+                "adaptation": self.adaptation}
 
     @classmethod
     def from_settings(cls, settings: dict, models: dict, densities=None) -> "Reader":
         return cls({name: models[name] for name in settings["members"]}, settings["temperatures"],
                    settings["ensemble_temperature"], settings["score"], settings["threshold"], densities,
-                   settings.get("not_sure_second_probability", NOT_SURE_SECOND_PROBABILITY))
+                   settings.get("not_sure_second_probability", NOT_SURE_SECOND_PROBABILITY),
+                   settings.get("adaptation"))
 
 
 def prepare_strokes(strokes, size: int = PAD_SIZE, pen_width: float = PEN_WIDTH) -> np.ndarray:

@@ -665,7 +665,8 @@ def main(argv=None):
             helpers.load_saved_model(arguments.models_dir / f"{arguments.model}.keras")
         except (FileNotFoundError, ValueError) as error:
             raise SystemExit(f"error: {error}") from None
-        splits = recipes.load_splits(arguments.data_dir, run["validation_split"], arguments.quick)
+        splits = recipes.load_splits(arguments.data_dir, run["validation_split"], arguments.quick,
+                                 run.get("seed", 42), run.get("validation_split_by", "last fraction"))
         base_training["epochs"] = arguments.epochs or (1 if arguments.quick else base_training["epochs"])
         fit_images = len(splits.fit_inputs)
         base_training["train_images"] = min(base_training["train_images"], arguments.train_images or fit_images,

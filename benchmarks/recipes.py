@@ -19,10 +19,12 @@ import keras
 import numpy as np
 
 import helpers
+import writers
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = PROJECT_ROOT / "saved_models"
 METRICS_PATH = PROJECT_ROOT / "figures" / "metrics.json"
+QMNIST_DIR = PROJECT_ROOT.parent / "shared" / "data" / "qmnist"  # who wrote each MNIST digit, for the split by writer
 
 SEEDS = (42, 7)
 THRESHOLDS = {"99.0": 0.990, "99.5": 0.995, "99.6": 0.996, "99.7": 0.997}
@@ -145,14 +147,18 @@ class Splits:
         return np.concatenate([self.fit_labels, self.validation_labels])
 
 
-def load_splits(data_dir, validation_split, quick=False):
-    """MNIST split as the notebook does; with `quick`, a small slice of the training and test sets."""
+def load_splits(data_dir, validation_split, quick=False, seed=42, split_by="writer"):
+    """MNIST split as the notebook does (whole writers when `split_by` is "writer" and QMNIST's ids are in
+    ../shared/data/qmnist, else the last fraction); with `quick`, a small slice of the training and test sets."""
     (train_images, train_labels), (test_images, test_labels) = helpers.load_mnist(data_dir)
     if quick:
         train_images, train_labels = train_images[:QUICK_TRAIN_IMAGES], train_labels[:QUICK_TRAIN_IMAGES]
         test_images, test_labels = test_images[:QUICK_TEST_IMAGES], test_labels[:QUICK_TEST_IMAGES]
-    (fit_images, fit_labels), (validation_images, validation_labels) = helpers.split_validation(
-        train_images, train_labels, validation_split)
+    train_writers = (writers.load_writers(QMNIST_DIR, train_labels, test_labels)["train"]
+                     if split_by == "writer" and QMNIST_DIR.is_dir() else None)
+    fit, validation, _ = helpers.validation_indices(train_labels, validation_split, seed, train_writers)
+    fit_images, fit_labels = train_images[fit], train_labels[fit]
+    validation_images, validation_labels = train_images[validation], train_labels[validation]
     return Splits(train_images, train_labels, helpers.to_model_input(fit_images), fit_labels,
                   helpers.to_model_input(validation_images), validation_labels,
                   helpers.to_model_input(test_images), test_labels)

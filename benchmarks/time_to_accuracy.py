@@ -123,7 +123,8 @@ def main(argv=None):
             helpers.load_saved_model(arguments.models_dir / f"{name}.keras")
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
-    splits = recipes.load_splits(arguments.data_dir, run["validation_split"], arguments.quick)
+    splits = recipes.load_splits(arguments.data_dir, run["validation_split"], arguments.quick,
+                                 run.get("seed", 42), run.get("validation_split_by", "last fraction"))
     original_epochs = 1 if arguments.quick else recipes.ORIGINAL_RECIPE["epochs"]
     best_training = {**training, "epochs": 1} if arguments.quick else training
     cpu = helpers.cpu_description()

@@ -1,7 +1,10 @@
 """The drawing pad without a browser: strokes drawn into images (reader), the readings of a drawing and the
-widget's Python side (drawing_pad), and the figure of a reading (helpers.plot_digit_reading)."""
+widget's Python side (drawing_pad) with its teach mode (examples taught, saved, reset and loaded, by method and
+by the page's commands), and the figure of a reading (helpers.plot_digit_reading)."""
 
+import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +90,9 @@ def test_the_pen_gives_mnist_like_ink(mnist_dir):
 # The pad's readers are built from the two small committed models, as model.ipynb builds its own.
 MODELS_DIR = PROJECT_ROOT / "saved_models"
 PAD_MODELS = ("cnn_basic", "dnn")
+# The pull toward the trained weights weighs against the SUM of the examples' cross-entropies (reader.fit_head):
+# the default 1.0 lets one drawing move these small models only a little, so the tests teach with a lighter one.
+LIGHT_PULL = {"pull": 0.1}
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +105,13 @@ def models():
 
 @pytest.fixture(scope="module")
 def best_reader(models):
-    return reader.Reader({"cnn_basic": models["cnn_basic"]}, {"cnn_basic": 1.0})
+    return reader.Reader({"cnn_basic": models["cnn_basic"]}, {"cnn_basic": 1.0}, adaptation=LIGHT_PULL)
 
 
 @pytest.fixture(scope="module")
 def ensemble_reader(models):
     return reader.Reader(models, {name: 1.0 for name in models}, ensemble_temperature=1.0, score="probability",
-                         threshold=0.5)
+                         threshold=0.5, adaptation=LIGHT_PULL)
 
 
 def test_read_drawing_gives_both_readings(best_reader, ensemble_reader):
@@ -202,3 +208,235 @@ def test_the_pad_refuses_what_is_not_a_reader(models, best_reader, position):
     arguments = {"best_reader": best_reader, "ensemble_reader": best_reader, position: models}
     with pytest.raises(ValueError, match=f"{position} is a dict; pass a reader.Reader"):
         drawing_pad.DrawingPad(**arguments)
+
+
+# ==================== Teaching the pad a person's hand ================================
+
+
+# A writer's 7 drawn like a Z with a foot and a 1 with a long flag, in pad pixels: the trained readers misread both.
+Z_SEVEN = [[(60, 60), (220, 60), (60, 220), (220, 220)]]
+FLAG_ONE = [[(60, 130), (170, 40), (170, 240)]]
+
+
+def wobbled(strokes, seed, amount=10):
+    """`strokes` drawn again by the same hand: each point moved by up to `amount` pad pixels each way."""
+    rng = np.random.default_rng(seed)
+    return [[(x + dx, y + dy) for (x, y), (dx, dy) in zip(stroke, rng.uniform(-amount, amount, (len(stroke), 2)))]
+            for stroke in strokes]
+
+
+def as_sent(strokes):
+    """Strokes as the browser sends them: lists of [x, y] lists."""
+    return [[[float(x), float(y)] for x, y in stroke] for stroke in strokes]
+
+
+def test_short_text_gives_a_verdict_in_a_few_characters():
+    probabilities = np.full(10, 0.1)
+    assert drawing_pad.short_text(reader.Reading("digit", probabilities, 1.0, (7,))) == "7"
+    assert drawing_pad.short_text(reader.Reading("not sure", probabilities, 1.0, (7, 1))) == "7 or 1?"
+    assert drawing_pad.short_text(reader.Reading("not a digit", probabilities, 0.0)) == "not a digit"
+
+
+def test_teaching_the_pad_a_hand_it_misreads(best_reader, ensemble_reader):
+    pad = drawing_pad.DrawingPad(best_reader, ensemble_reader)
+    assert pad.best_reader is best_reader and pad.adapt_seconds is None and len(pad.examples[1]) == 0
+    # New drawings of both patterns, never taught: the trained readers do not read them as the writer meant.
+    new_drawings = [(wobbled(strokes, seed), digit) for strokes, digit in ((Z_SEVEN, 7), (FLAG_ONE, 1))
+                    for seed in (21, 22, 23)]
+    for strokes, digit in new_drawings:
+        untaught = pad.read(strokes)
+        assert untaught.best.digit != digit and untaught.ensemble.digit != digit, (digit, untaught.best.text,
+                                                                                   untaught.ensemble.text)
+
+    # Each pattern taught twice (as drawn, and once a little varied): every teach adapts from the trained readers.
+    taught = [(Z_SEVEN, 7), (FLAG_ONE, 1), (wobbled(Z_SEVEN, 1), 7), (wobbled(FLAG_ONE, 1), 1)]
+    for count, (strokes, digit) in enumerate(taught, start=1):
+        reading = pad.teach(strokes, digit)
+        assert isinstance(reading, drawing_pad.DigitReading) and len(pad.examples[1]) == count
+    assert reading.best.digit == 1 and 0 < pad.adapt_seconds < 30
+
+    for strokes, digit in new_drawings:
+        adapted = pad.read(strokes)
+        assert adapted.best.digit == digit and adapted.ensemble.digit == digit, (digit, adapted.best.text,
+                                                                                 adapted.ensemble.text)
+        assert adapted.best_label == "best model (cnn_basic), adapted"
+        assert adapted.ensemble_label == "ensemble of 2, adapted"
+    four = pad.read(reader.EXAMPLE_STROKES)  # the other digits are still read as before
+    assert four.best.digit == 4 and four.ensemble.digit == 4, (four.best.text, four.ensemble.text)
+
+    # The examples are the prepared drawings, and the readers in use are the trained ones adapted to all of them.
+    images, digits = pad.examples
+    np.testing.assert_array_equal(images, np.stack([reader.prepare_strokes(strokes) for strokes, _ in taught]))
+    assert images.shape == (4, 28, 28) and digits.tolist() == [7, 1, 7, 1]
+    assert pad.base_best_reader is best_reader and pad.base_ensemble_reader is ensemble_reader
+    assert not best_reader.heads and not ensemble_reader.heads  # the trained readers themselves are untouched
+    checked = np.stack([reader.prepare_strokes(strokes) for strokes, _ in new_drawings]
+                       + [reader.prepare_strokes(reader.EXAMPLE_STROKES)])
+    for in_use, base in ((pad.best_reader, best_reader), (pad.ensemble_reader, ensemble_reader)):
+        expected = base.adapted(images, digits)
+        assert [r.as_dict() for r in in_use.read(checked)] == [r.as_dict() for r in expected.read(checked)]
+        np.testing.assert_array_equal(in_use.examples[0], images)
+
+
+def test_the_page_teaches_with_a_command(best_reader, ensemble_reader):
+    pad = drawing_pad.DrawingPad(best_reader, ensemble_reader)
+    assert pad.teach_state == {"count": 0, "examples": [], "note": "", "seconds": None, "message": "",
+                               "error": False, "done": None}
+    pad.strokes = as_sent(Z_SEVEN)
+    before = pad.read(Z_SEVEN)
+    assert "adapted" not in pad.reading
+    pad.command = {"action": "teach", "digit": 7, "id": 1}
+
+    state, seconds = pad.teach_state, pad.adapt_seconds
+    assert state["done"] == 1 and state["error"] is False and state["count"] == 1
+    assert state["message"].startswith("taught: that was a 7; 1 example in all, adapted in ")
+    assert state["message"] == f"taught: that was a 7; 1 example in all, adapted in {seconds:.2f} s"
+    assert state["note"] == f"adapted to your 1 example (adapted in {seconds:.2f} s)"
+    assert 0 < state["seconds"] < 30 and state["seconds"] == round(seconds, 3)
+    (example,) = state["examples"]
+    assert example["digit"] == 7 and len(example["pixels"]) == 28 * 28
+    np.testing.assert_allclose(example["pixels"], reader.prepare_strokes(Z_SEVEN).ravel(), atol=0.005)
+    after = pad.read(Z_SEVEN)
+    assert example["best"] == {"before": drawing_pad.short_text(before.best),
+                               "after": drawing_pad.short_text(after.best)}
+    assert example["ensemble"] == {"before": drawing_pad.short_text(before.ensemble),
+                                   "after": drawing_pad.short_text(after.ensemble)}
+    assert example["best"]["before"] != "7" and example["best"]["after"] == "7"
+    # The drawing on the pad is read again by the adapted readers.
+    assert pad.reading["adapted"] == 1 and pad.reading["strokes"] == 1
+    assert pad.reading["best"]["label"] == "best model (cnn_basic), adapted"
+    assert pad.reading["ensemble"]["label"] == "ensemble of 2, adapted"
+    assert pad.reading["best"]["text"] == after.best.text and pad.reading["ensemble"]["text"] == after.ensemble.text
+
+
+def test_examples_are_saved_reset_and_loaded_again(best_reader, ensemble_reader, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pad = drawing_pad.DrawingPad(best_reader, ensemble_reader)
+    pad.teach(Z_SEVEN, 7)
+    pad.teach(FLAG_ONE, 1)
+    strokes = wobbled(Z_SEVEN, 5)
+    pad.strokes = as_sent(strokes)
+    taught_state, taught_reading = pad.teach_state, pad.reading
+    images, digits = pad.examples
+
+    pad.command = {"action": "save", "path": "my_digits", "id": 2}  # no suffix: .json, in the working folder
+    path = tmp_path / "my_digits.json"
+    assert pad.teach_state["message"] == f"saved 2 examples to {path}"
+    assert pad.teach_state["error"] is False and pad.teach_state["done"] == 2
+    assert sorted(tmp_path.iterdir()) == [path]  # and no half-written file left beside it
+    saved_images, saved_digits = reader.load_examples(path)
+    assert saved_digits.tolist() == [7, 1]
+    np.testing.assert_allclose(saved_images, images, atol=0.5 / 255)
+
+    pad.command = {"action": "reset", "id": 3}
+    state = pad.teach_state
+    assert state["message"] == "reset: the trained readers again, no examples" and state["error"] is False
+    assert state["count"] == 0 and state["examples"] == [] and state["note"] == "" and state["seconds"] is None
+    base = drawing_pad.read_drawing(strokes, best_reader, ensemble_reader)
+    assert "adapted" not in pad.reading and pad.reading["best"]["label"] == "best model (cnn_basic)"
+    assert pad.reading["best"]["text"] == base.best.text and pad.reading["ensemble"]["text"] == base.ensemble.text
+
+    pad.command = {"action": "load", "path": "my_digits.json", "id": 4}
+    state = pad.teach_state
+    assert state["message"] == f"loaded 2 examples from {path}" and state["error"] is False and state["done"] == 4
+    loaded_images, loaded_digits = pad.examples
+    assert loaded_digits.tolist() == [7, 1]
+    np.testing.assert_allclose(loaded_images, images, atol=0.5 / 255)
+    assert state["count"] == 2 and state["note"].startswith("adapted to your 2 examples (adapted in ")
+    for loaded, taught in zip(state["examples"], taught_state["examples"]):
+        assert {key: loaded[key] for key in ("digit", "best", "ensemble")} == \
+               {key: taught[key] for key in ("digit", "best", "ensemble")}
+        np.testing.assert_allclose(loaded["pixels"], taught["pixels"], atol=0.01 + 1e-9)
+    # The drawing on the pad reads as it did before saving (the file keeps pixels to 1/255).
+    assert pad.reading["adapted"] == 2
+    for key in ("best", "ensemble"):
+        now, then = pad.reading[key], taught_reading[key]
+        assert {k: now[k] for k in ("label", "text", "verdict", "digit", "candidates")} == \
+               {k: then[k] for k in ("label", "text", "verdict", "digit", "candidates")}
+        np.testing.assert_allclose(now["probabilities"], then["probabilities"], atol=1e-3)
+
+
+def test_reset_returns_to_the_trained_readers(best_reader, ensemble_reader):
+    pad = drawing_pad.DrawingPad(best_reader, ensemble_reader)
+    pad.teach(Z_SEVEN, 7)
+    assert pad.best_reader is not best_reader and pad.adapt_seconds is not None
+    pad.reset_examples()
+    assert pad.best_reader is pad.base_best_reader is best_reader
+    assert pad.ensemble_reader is pad.base_ensemble_reader is ensemble_reader
+    images, digits = pad.examples
+    assert images.shape == (0, 28, 28) and digits.shape == (0,) and pad.adapt_seconds is None
+    assert pad.teach_state["count"] == 0 and pad.teach_state["note"] == ""
+    assert pad.read(Z_SEVEN).best_label == "best model (cnn_basic)"
+    pad.teach(FLAG_ONE, 1)  # taught anew: the examples before the reset are gone
+    assert pad.examples[1].tolist() == [1]
+
+
+SAY_THE_DIGIT = "say which digit the drawing was with a whole number from 0 to 9."
+EXAMPLES_HINT = "save the examples again from the drawing pad's teach mode (or reader.save_examples)"
+
+
+@pytest.mark.parametrize("command, expected", [
+    ({"action": "teach", "digit": 12}, "digit 12: " + SAY_THE_DIGIT),
+    ({"action": "teach", "digit": "7"}, "digit '7': " + SAY_THE_DIGIT),
+    ({"action": "teach", "digit": True}, "digit True: " + SAY_THE_DIGIT),
+    ({"action": "teach", "digit": 7, "strokes": []}, "nothing is drawn on the pad; draw the digit first, then say "
+                                                     "which it was."),
+    ({"action": "teach", "digit": 7, "strokes": [[[-100, -100]]]}, "the drawing is empty (no stroke on the pad); "
+                                                                   "draw a digit on it."),
+    ({"action": "save", "path": "my_digits", "examples": 0}, "no examples to save yet; draw a digit, say which it "
+                                                            "was, then save."),
+    ({"action": "save", "path": "  "}, "no file name; type one for the examples, e.g. my_digits.json."),
+    ({"action": "save"}, "no file name; type one for the examples, e.g. my_digits.json."),
+    ({"action": "save", "path": "missing/my_digits"}, "{folder}/missing: no such folder; create it or save in an "
+                                                      "existing folder."),
+    ({"action": "load", "path": "nowhere"}, "{folder}/nowhere.json: no such file of examples; type the name they "
+                                            "were saved under."),
+    ({"action": "load", "path": "garbled.json"}, "{folder}/garbled.json: cannot be read as JSON ("),
+    ({"action": "load", "path": "other.json"}, "{folder}/other.json: not a file of handwriting examples (no "
+                                               "\"format\": \"handwriting examples\"); " + EXAMPLES_HINT + "."),
+    ({"action": "draw"}, "unknown command 'draw'; the pad knows teach, save, load and reset."),
+])
+def test_a_bad_command_is_one_line_on_the_page(best_reader, ensemble_reader, tmp_path, monkeypatch, command, expected):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "garbled.json").write_text("{\"format\": \"handwriting examples\", ")  # cut off: not JSON
+    (tmp_path / "other.json").write_text(json.dumps({"members": ["dnn"]}))  # JSON, but not examples
+    pad = drawing_pad.DrawingPad(best_reader, ensemble_reader)
+    command = dict(command)
+    if command.pop("examples", 1):
+        pad.teach(Z_SEVEN, 7)
+    pad.strokes = command.pop("strokes", as_sent(FLAG_ONE))
+    images, digits = pad.examples
+    in_use, examples_shown = pad.best_reader, pad.teach_state["examples"]
+
+    pad.command = {**command, "id": 5}  # raises nothing: the widget says what went wrong on the page
+    state = pad.teach_state
+    assert state["error"] is True and state["done"] == 5 and "\n" not in state["message"]
+    # Where there is a file, the message names it ({folder}: the working folder, where a relative name points).
+    names_a_file, expected = "{folder}" in expected, expected.format(folder=tmp_path)
+    assert state["message"].startswith(expected) and (expected.endswith("(") or state["message"] == expected)
+    assert (str(tmp_path) in state["message"]) == names_a_file
+    # The examples, and the readers adapted to them, are as they were.
+    assert pad.best_reader is in_use and state["examples"] == examples_shown and state["count"] == len(digits)
+    np.testing.assert_array_equal(pad.examples[0], images)
+    np.testing.assert_array_equal(pad.examples[1], digits)
+
+
+def test_the_methods_raise_for_the_same_mistakes(best_reader, ensemble_reader, tmp_path):
+    pad = drawing_pad.DrawingPad(best_reader, ensemble_reader)
+    with pytest.raises(ValueError, match="no examples to save yet"):
+        pad.save_examples(tmp_path / "my_digits.json")
+    with pytest.raises(ValueError, match="nothing is drawn on the pad"):
+        pad.teach(None, 7)
+    with pytest.raises(ValueError, match=r"digit 12: say which digit .* from 0 to 9"):
+        pad.teach(Z_SEVEN, 12)
+    with pytest.raises(ValueError, match="no file name"):
+        pad.load_examples("")
+    pad.teach(Z_SEVEN, 7)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'missing'}: no such folder")):
+        pad.save_examples(tmp_path / "missing" / "my_digits.json")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'nowhere.json'}: no such file of examples")):
+        pad.load_examples(tmp_path / "nowhere")
+    (tmp_path / "other.json").write_text("[1, 2, 3]")
+    with pytest.raises(ValueError, match="not a file of handwriting examples"):
+        pad.load_examples(tmp_path / "other.json")
+    assert pad.examples[1].tolist() == [7]

@@ -3,6 +3,7 @@ again (same seed, same numbers), a run without training from the quick run's mod
 training from the committed models on the full test set, which must give the committed numbers."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,10 @@ EXPECTED_FIGURES = [
     "validation_curves_beyond", "reliability_diagrams", "non_digit_examples", "refusal_scores", "refused_non_digits",
     "draw_pad_example", "draw_pad_scribble",
 ]
+# Drawn only when the shared data is beside the project: who wrote each digit, and the pen digits.
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+WRITER_FIGURES = ["accuracy_by_writer", "worst_writers"]
+PEN_FIGURES = ["pen_writers", "adaptation", "adaptation_changes"]
 BASELINE_MODELS = ["dnn", "cnn_basic", "cnn_optimized"]
 NEW_MODELS = ["cnn_augmented", "resnet", "resnet_seed2", "resnet_seed3", "cnn_tuned"]
 OUTLIER_EXPOSURE_MODELS = ["resnet_oe", "resnet_seed2_oe", "resnet_seed3_oe"]
@@ -63,8 +68,39 @@ def test_notebook_runs_without_errors(quick_run):
 
 
 def test_every_figure_is_written(quick_run):
-    missing = [name for name in EXPECTED_FIGURES if not (quick_run / "figures" / f"{name}.png").is_file()]
+    expected = (EXPECTED_FIGURES + (WRITER_FIGURES if (SHARED_DATA / "qmnist").is_dir() else [])
+                + (PEN_FIGURES if (SHARED_DATA / "pendigits").is_dir() else []))
+    missing = [name for name in expected if not (quick_run / "figures" / f"{name}.png").is_file()]
     assert missing == []
+
+
+def test_writers_split_and_adaptation_entries(quick_run):
+    if not ((SHARED_DATA / "qmnist").is_dir() and (SHARED_DATA / "pendigits").is_dir()):
+        pytest.skip(f"no {SHARED_DATA}/qmnist or pendigits: the notebook skips the per-writer views")
+    import reader
+
+    metrics = json.loads((quick_run / "figures" / "metrics.json").read_text())
+    assert metrics["run"]["validation_split_by"] == "writer"
+    writers = metrics["writers"]
+    assert writers["test_writers"] > 100  # QUICK's 1,000 test digits come from many writers
+    for name in ("ensemble",):
+        entry = writers[name]
+        assert 0.0 <= entry["worst_writer"] <= entry["mean_writer"] <= 1.0 and len(entry["worst_writers"]) == 10
+        assert [each["accuracy"] for each in entry["worst_writers"]] == sorted(each["accuracy"] for each in entry["worst_writers"])
+    adaptation = metrics["adaptation"]
+    measured = {name: entry for name, entry in adaptation["candidates"].items() if entry["validation_accuracy"] is not None}
+    assert adaptation["adopted_name"] == max(measured, key=lambda name: measured[name]["validation_accuracy"])
+    assert reader.load_reader(quick_run / "saved_models").adaptation == adaptation["adopted"]
+    pen = adaptation["pen"]
+    assert pen["0"]["writers"] == 10 and "1" in pen  # the held-out pen writers 21-30
+    for entry in pen.values():
+        assert 0.0 <= entry["worst"] <= entry["mean"] <= 1.0 and 0.0 <= entry["before_worst"] <= entry["before_mean"] <= 1.0
+    refused = adaptation["non_digits_refused"]
+    assert set(refused["before"]) == set(refused["after_mean"]) and refused["adapted_readers"] >= 1
+    assert refused["before"] == pytest.approx(metrics["refusal"]["refused"])
+    assert 0 < adaptation["seconds_to_adapt"]["median_wall"] < 30
+    pen_digits = metrics["cross_dataset"]["pen_digits"]["models"]["ensemble"]
+    assert pen_digits["all writers"]["writers"] == 30 and pen_digits["held-out writers"]["writers"] == 10
 
 
 def test_metrics_are_well_formed(quick_run):

@@ -1,11 +1,15 @@
-"""The drawing pad in a real browser: JupyterLab on 127.0.0.1, headless Chromium, a 4 drawn with the mouse.
+"""The drawing pad in a real browser: JupyterLab on 127.0.0.1, headless Chromium, digits drawn with the mouse.
 
-The test writes a two-cell notebook that builds two readers from saved_models/cnn_basic.keras and
-dnn.keras and shows a drawing_pad.DrawingPad for them, runs it in JupyterLab, draws
-reader.EXAMPLE_STROKES on the canvas with mouse events and checks the verdicts the page shows.
-It needs Debian's chromium at /usr/bin/chromium (.ci/run installs it) and Playwright for Python
-(requirements.txt; its own browser download is never used). Set SAVE_PAD_SCREENSHOT=1 to refresh
-figures/draw_pad.png, the screenshot the README shows.
+The tests write a two-cell notebook that builds two readers from saved_models/cnn_basic.keras and
+dnn.keras and shows a drawing_pad.DrawingPad for them, run it in JupyterLab (one server for the
+module), draw on the canvas with mouse events and check what the page shows: the verdicts of a
+drawn 4, and teach mode (examples taught with the "it was" buttons, saved to a file, reset and
+loaded again). They need Debian's chromium at /usr/bin/chromium (.ci/run installs it) and
+Playwright for Python (requirements.txt; its own browser download is never used).
+
+Set SAVE_PAD_SCREENSHOT=1 to refresh the screenshots the README shows, figures/draw_pad.png and
+figures/draw_pad_teach.png: the notebook then reads with model.ipynb's own readers instead
+(saved_models/resnet.keras with its calibration, and the ensemble of saved_models/reader.json).
 """
 
 import json
@@ -31,26 +35,47 @@ CHROMIUM = Path("/usr/bin/chromium")
 MODELS = ("cnn_basic", "dnn")  # committed, small and quick to load; the first is taken as the best
 TOKEN = "drawing-pad-test"
 SCREENSHOT = PROJECT_ROOT / "figures" / "draw_pad.png"
+TEACH_SCREENSHOT = PROJECT_ROOT / "figures" / "draw_pad_teach.png"
+SAVE_SCREENSHOTS = bool(os.environ.get("SAVE_PAD_SCREENSHOT"))
+# A writer's 7 with a foot, drawn like a Z, and 1 with a long flag, which the trained readers misread
+# (see tests/test_drawing_pad.py), and a round 0, read right already: a third example for the README's screenshot.
+Z_SEVEN = [[(60, 60), (220, 60), (60, 220), (220, 220)]]
+FLAG_ONE = [[(60, 130), (170, 40), (170, 240)]]
+ROUND_ZERO = [[(140, 40), (80, 80), (70, 150), (95, 220), (150, 240), (200, 200), (210, 120), (185, 60), (140, 40)]]
 
 
 def notebook_json() -> str:
-    """A notebook that builds two readers from saved models and shows the pad for them, as model.ipynb's last
-    section does: the first model alone and the ensemble of both, uncalibrated (temperature 1), refusing nothing."""
-    setup = "\n".join([
+    """A notebook that builds two readers and shows the pad for them, as model.ipynb's last section does.
+
+    Quick by default: the first small model alone and the ensemble of both, uncalibrated (temperature 1),
+    refusing nothing. With SAVE_PAD_SCREENSHOT set, the readers model.ipynb shows, from saved_models/.
+    """
+    setup = [
         "import sys",
         f"root = {str(PROJECT_ROOT)!r}",
         "sys.path.insert(0, root)",
         "import drawing_pad",
         "import reader",
-        f"names = {list(MODELS)!r}",
-        "trained_models = {name: reader.load_model(f'{root}/saved_models/{name}.keras') for name in names}",
-        "best = reader.Reader({names[0]: trained_models[names[0]]}, {names[0]: 1.0})",
-        "ensemble = reader.Reader(trained_models, {name: 1.0 for name in names}, ensemble_temperature=1.0,",
-        "                         score='probability', threshold=None)",
-    ])
+    ]
+    if SAVE_SCREENSHOTS:
+        setup += [
+            "ensemble = reader.load_reader(f'{root}/saved_models')",
+            "best = reader.load_single_model_reader(f'{root}/saved_models/resnet.keras')",
+            "best.adaptation = ensemble.adaptation  # as model.ipynb's pad: the adaptation chosen on validation writers",
+        ]
+    else:
+        setup += [
+            f"names = {list(MODELS)!r}",
+            "trained_models = {name: reader.load_model(f'{root}/saved_models/{name}.keras') for name in names}",
+            # A light pull toward the trained weights, so that one taught drawing is enough for these small models.
+            "light = {'pull': 0.1}",
+            "best = reader.Reader({names[0]: trained_models[names[0]]}, {names[0]: 1.0}, adaptation=light)",
+            "ensemble = reader.Reader(trained_models, {name: 1.0 for name in names}, ensemble_temperature=1.0,",
+            "                         score='probability', threshold=None, adaptation=light)",
+        ]
     pad = "drawing_pad.DrawingPad(best, ensemble)"
     cells = [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
-             for source in (setup, pad)]
+             for source in ("\n".join(setup), pad)]
     kernel = {"display_name": "Python 3", "language": "python", "name": "python3"}
     return json.dumps({"cells": cells, "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5})
 
@@ -62,8 +87,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def jupyter_url(tmp_path_factory):
-    """JupyterLab serving a folder with the test notebook; its own config, data and runtime folders."""
+def jupyter(tmp_path_factory):
+    """(URL, folder) of JupyterLab serving a folder with the test notebook; its own config, data and runtime
+    folders. The folder is the notebook kernel's working folder."""
     if not CHROMIUM.is_file():
         pytest.skip(f"no Chromium at {CHROMIUM}; install Debian's chromium (apt-get install chromium, as .ci/run does)")
     folder = tmp_path_factory.mktemp("drawing_pad")
@@ -94,7 +120,7 @@ def jupyter_url(tmp_path_factory):
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"JupyterLab did not start; its log:\n{(folder / 'jupyter.log').read_text()}")
                 time.sleep(0.5)
-        yield url
+        yield url, folder
     finally:
         server.terminate()
         try:
@@ -104,42 +130,56 @@ def jupyter_url(tmp_path_factory):
         log.close()
 
 
-def test_a_digit_drawn_with_the_mouse_is_read(jupyter_url, tmp_path):
+def open_pad(page, url):
+    """Open the test notebook, run its cells and return the pad's canvas once it is shown."""
+    page.goto(f"{url}/lab/tree/pad.ipynb?token={TOKEN}")
+    page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')", timeout=60_000)
+    # Wait for the kernel, then run both cells as the "Run All Cells" menu item does.
+    page.wait_for_function(
+        "window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'", timeout=60_000)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    canvas = page.locator(".pad-canvas")
+    canvas.wait_for(timeout=90_000)  # TensorFlow's import and the models' load come first
+    return canvas
+
+
+def draw(page, canvas, strokes):
+    """Draw `strokes` (pad pixels) with the mouse and wait for the page to show their reading."""
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    scale = box["width"] / reader.PAD_SIZE
+    for stroke in strokes:
+        (x, y), *rest = stroke
+        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=4)
+        page.mouse.up()
+    page.wait_for_function("document.querySelector('.pad-root')?.dataset.state === 'read'", timeout=30_000)
+
+
+def launch(playwright):
+    # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+
+
+def test_a_digit_drawn_with_the_mouse_is_read(jupyter, tmp_path):
     from playwright.sync_api import sync_playwright
 
+    url, _ = jupyter
     with sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(f"{jupyter_url}/lab/tree/pad.ipynb?token={TOKEN}")
-            page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')",
-                                   timeout=60_000)
-            # Wait for the kernel, then run both cells as the "Run All Cells" menu item does.
-            page.wait_for_function(
-                "window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
-                timeout=60_000)
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            canvas = page.locator(".pad-canvas")
-            canvas.wait_for(timeout=90_000)  # TensorFlow's import and the model's load come first
-            canvas.scroll_into_view_if_needed()
-            box = canvas.bounding_box()
-            scale = box["width"] / reader.PAD_SIZE
-            for stroke in reader.EXAMPLE_STROKES:
-                (x, y), *rest = stroke
-                page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
-                page.mouse.down()
-                for x, y in rest:
-                    page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=4)
-                page.mouse.up()
+            canvas = open_pad(page, url)
+            draw(page, canvas, reader.EXAMPLE_STROKES)
             root = page.locator(".pad-root")
-            page.wait_for_function("document.querySelector('.pad-root')?.dataset.state === 'read'", timeout=30_000)
             # The verdict as text: "4", "not sure: 4 or 9" or "not a digit".
             best = page.locator(".pad-best-digit").inner_text()
             ensemble = page.locator(".pad-ensemble-digit").inner_text()
             message = page.locator(".pad-message").inner_text()
             root.screenshot(path=str(tmp_path / "draw_pad.png"))
-            if os.environ.get("SAVE_PAD_SCREENSHOT"):
+            if SAVE_SCREENSHOTS:
                 shutil.copy(tmp_path / "draw_pad.png", SCREENSHOT)
             # Clear empties the pad and the reading.
             page.get_by_role("button", name="Clear").click()
@@ -147,3 +187,82 @@ def test_a_digit_drawn_with_the_mouse_is_read(jupyter_url, tmp_path):
         finally:
             browser.close()
     assert (best, ensemble, message) == ("4", "4", "")
+
+
+def wait_for_teaching(page, examples):
+    """Wait until the pad has done the last command and shows `examples` examples."""
+    page.wait_for_function(
+        f"document.querySelector('.pad-root')?.dataset.teach === 'ready' && "
+        f"document.querySelector('.pad-root')?.dataset.examples === '{examples}'", timeout=30_000)
+
+
+def test_the_pad_is_taught_a_hand_saved_reset_and_loaded(jupyter, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, folder = jupyter
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            canvas = open_pad(page, url)
+            wait_for_teaching(page, 0)
+            clear = page.get_by_role("button", name="Clear")
+            digit_enabled = [page.locator(f".pad-teach-{digit}").is_enabled() for digit in range(10)]
+            assert not any(digit_enabled)  # nothing drawn yet: nothing to teach
+
+            # Teach: a 7 drawn like a Z, (for the README, a 0 read right already,) then a 1 with a long flag.
+            taught = [(Z_SEVEN, 7)] + ([(ROUND_ZERO, 0)] if SAVE_SCREENSHOTS else []) + [(FLAG_ONE, 1)]
+            untaught = []  # what the page read in each drawing before it was taught (adapted to those before it)
+            for count, (strokes, digit) in enumerate(taught, start=1):
+                clear.click()
+                draw(page, canvas, strokes)
+                untaught.append(page.locator(".pad-best-digit").inner_text())
+                page.locator(f".pad-teach-{digit}").click()
+                wait_for_teaching(page, count)
+                assert page.locator(".pad-best-digit").inner_text() == str(digit)  # read again, adapted
+            cards = page.locator(".pad-example")
+            assert cards.count() == len(taught)
+            first_card = cards.nth(0)
+            assert first_card.locator(".pad-example-digit").inner_text() == "it was 7"
+            # Before: what the trained reader read in the Z, as the page showed it, in the card's short words.
+            before = untaught[0].replace("not sure: ", "") + ("?" if untaught[0].startswith("not sure") else "")
+            assert first_card.locator(".pad-example-best").inner_text() == f"best {before} → 7"
+            assert first_card.locator(".pad-example-ensemble").inner_text().endswith("→ 7")
+            note = page.locator(".pad-adapted-note").inner_text()
+            assert note.startswith(f"adapted to your {len(taught)} examples (adapted in ") and note.endswith(" s)")
+            assert page.locator(".pad-teach-message").inner_text().startswith(f"taught: that was a {taught[-1][1]}")
+            page.locator(".pad-root").screenshot(path=str(tmp_path / "draw_pad_teach.png"))
+            if SAVE_SCREENSHOTS:
+                shutil.copy(tmp_path / "draw_pad_teach.png", TEACH_SCREENSHOT)
+
+            # Save under a typed name, in the notebook's folder.
+            page.locator(".pad-file-name").fill("my_hand.json")
+            page.locator(".pad-save").click()
+            wait_for_teaching(page, len(taught))
+            path = Path(folder) / "my_hand.json"
+            assert page.locator(".pad-teach-message").inner_text() == f"saved {len(taught)} examples to {path}"
+            _, digits = reader.load_examples(path)
+            assert digits.tolist() == [digit for _, digit in taught]
+
+            # Reset: the trained readers again; load: the examples back.
+            page.locator(".pad-reset").click()
+            wait_for_teaching(page, 0)
+            assert page.locator(".pad-example").count() == 0 and page.locator(".pad-adapted-note").inner_text() == ""
+            clear.click()
+            draw(page, canvas, Z_SEVEN)
+            assert page.locator(".pad-best-digit").inner_text() == untaught[0]  # as before any teaching
+            page.locator(".pad-load").click()
+            wait_for_teaching(page, len(taught))
+            assert page.locator(".pad-teach-message").inner_text() == f"loaded {len(taught)} examples from {path}"
+            assert page.locator(".pad-best-digit").inner_text() == "7"
+
+            # A name that is no file: one line, in red, and the examples stay.
+            page.locator(".pad-file-name").fill("nowhere.json")
+            page.locator(".pad-load").click()
+            wait_for_teaching(page, len(taught))
+            message = page.locator(".pad-teach-message")
+            assert message.inner_text() == f"{Path(folder) / 'nowhere.json'}: no such file of examples; type the " \
+                                           "name they were saved under."
+            assert "pad-error" in message.get_attribute("class")
+        finally:
+            browser.close()

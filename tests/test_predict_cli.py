@@ -259,3 +259,101 @@ def test_ink_option_reaches_the_preparation(files, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         predict.main([zero, "--ink", "black"])
     assert exit_info.value.code == 2 and "invalid choice: 'black'" in capsys.readouterr().err
+
+
+# ==================== --examples: reading with the reader adapted to one person's hand ====
+
+
+def write_examples(folder, files, digit=3, count=3):
+    """An examples file as the pad's teach mode saves one: zero.png, prepared, taught `count` times as `digit`."""
+    import reader
+
+    zero = reader.prepare_digit_image(files / "zero.png")
+    return reader.save_examples(folder / "mine.json", np.stack([zero] * count), [digit] * count)
+
+
+def test_help_documents_the_examples_option(capsys):
+    import predict
+
+    with pytest.raises(SystemExit) as exit_info:
+        predict.parse_arguments(["--help"])
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert "--examples FILE" in text and "reader.save_examples" in text and "adapted_to_examples" in text
+    assert "examples file could not be loaded" in text
+
+
+def test_examples_adapt_one_model_and_the_saved_reader(files, tmp_path, capsys):
+    # The fixed model reads every image as 7; taught that zero.png is a 3, it reads zero.png as 3.
+    examples = write_examples(tmp_path, files)
+    zero = files / "zero.png"
+    shutil.copy(files / "sure.keras", tmp_path / "sure.keras")
+    write_reader(tmp_path, None, members=("sure",))
+    for reader_options in (["--model", files / "sure.keras"], ["--models-dir", tmp_path]):
+        status, lines, errors = run_main([zero, *reader_options, "--examples", examples, "--json"], capsys)
+        assert (status, errors) == (0, []) and len(lines) == 1
+        entry = json.loads(lines[0])
+        assert entry.pop("adapted_to_examples") == 3
+        entry = check_json_line(json.dumps(entry))
+        assert entry["verdict"] == "digit" and entry["digit"] == 3
+        # In words, the line is as without --examples: one per image, nothing else on stdout.
+        status, lines, errors = run_main([zero, *reader_options, "--examples", examples], capsys)
+        assert (status, errors) == (0, []) and len(lines) == 1 and lines[0].startswith(f"{zero}: 3  (3 ")
+        # Without --examples nothing is adapted, and the JSON has its documented keys only.
+        status, lines, errors = run_main([zero, *reader_options, "--json"], capsys)
+        assert (status, errors) == (0, []) and check_json_line(lines[0])["digit"] == 7
+
+
+def test_an_empty_examples_file_leaves_the_reading_as_it_was(files, tmp_path, capsys):
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"format": "handwriting examples", "version": 1, "image_size": 28, "examples": []}))
+    status, lines, errors = run_main([files / "zero.png", "--model", files / "sure.keras", "--examples", empty,
+                                      "--json"], capsys)
+    assert (status, errors) == (0, [])
+    entry = json.loads(lines[0])
+    assert entry.pop("adapted_to_examples") == 0 and check_json_line(json.dumps(entry))["digit"] == 7
+    assert entry["probabilities"][7] == pytest.approx(0.981, abs=1e-5)
+
+
+def test_a_missing_or_broken_examples_file_stops_with_one_line(files, tmp_path, capsys):
+    (tmp_path / "garbled.json").write_text("{not json")
+    (tmp_path / "twelve.json").write_text(json.dumps(
+        {"format": "handwriting examples", "examples": [{"digit": 12, "pixels": [0] * 784}]}))
+    for name, message in (("missing.json", "no such examples file"), ("garbled.json", "cannot be read as JSON"),
+                          ("twelve.json", "each example needs a digit 0-9 and 784 pixels")):
+        path = tmp_path / name
+        status, lines, errors = run_main([files / "zero.png", "--model", files / "sure.keras", "--examples", path],
+                                         capsys)
+        assert status == 2 and lines == [] and len(errors) == 1
+        assert errors[0].startswith(f"predict.py: error: {path}: {message}")
+    # An image that cannot be read is still reported, before the examples file stops the run.
+    status, lines, errors = run_main([files / "missing.png", "--examples", tmp_path / "missing.json"], capsys)
+    assert status == 2 and lines == [] and len(errors) == 2
+    assert "missing.png: no such file" in errors[0] and "missing.json: no such examples file" in errors[1]
+
+
+def test_a_model_that_cannot_be_adapted_is_refused_in_one_line(files, tmp_path, capsys):
+    import keras
+
+    inputs = keras.Input(shape=(28, 28, 1))
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs))).save(tmp_path / "logits.keras")
+    examples = write_examples(tmp_path, files)
+    status, lines, errors = run_main([files / "zero.png", "--model", tmp_path / "logits.keras",
+                                      "--examples", examples], capsys)
+    assert status == 2 and lines == [] and len(errors) == 1
+    assert f"{tmp_path / 'logits.keras'}: cannot read 28x28 digits with this model (" in errors[0]
+    assert "the reader needs a model whose last layer is Dense(10, activation='softmax')" in errors[0]
+
+
+def test_examples_with_a_committed_model(files, tmp_path, capsys):
+    # A small committed model, adapted in this process: taught zero.png as a 0, it reads it as a 0.
+    model = PROJECT_ROOT / "saved_models" / "cnn_basic.keras"
+    if not model.is_file():
+        pytest.skip(f"no {model}; run `make run` to train and save the models")
+    examples = write_examples(tmp_path, files, digit=0)
+    status, lines, errors = run_main([files / "zero.png", "--model", model, "--examples", examples, "--json"], capsys)
+    assert (status, errors) == (0, []) and len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry.pop("adapted_to_examples") == 3
+    entry = check_json_line(json.dumps(entry))
+    assert entry["file"] == str(files / "zero.png") and entry["probabilities"][0] == max(entry["probabilities"])
