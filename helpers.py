@@ -284,7 +284,9 @@ class RandomElastic(keras.layers.Layer):
 
     Each pixel moves by a field drawn uniformly from [-1, 1], smoothed by a Gaussian of width
     `sigma` pixels and scaled by `alpha` (Simard's 34 and 4 move pixels by about 1.4 pixels,
-    like one writer's hand against another's); the image is resampled bilinearly. Applied to
+    like one writer's hand against another's); with `grid` (say 4), the field is instead drawn
+    at a grid x grid lattice of points and interpolated bicubically, a smooth warp whose largest
+    move is `alpha` pixels. The image is resampled bilinearly. Applied to
     the first `fraction` of each (shuffled) batch, which halves its cost at the default.
     Expects images (N, H, W, 1). Keras' RandomElasticTransform is not used: it ties sigma to
     alpha, so a smooth field of small amplitude cannot be asked of it, and in a tf.data
@@ -292,9 +294,9 @@ class RandomElastic(keras.layers.Layer):
     Active only with training=True.
     """
 
-    def __init__(self, alpha=34.0, sigma=4.0, fraction=0.5, seed=None, **kwargs):
+    def __init__(self, alpha=34.0, sigma=4.0, fraction=0.5, seed=None, grid=None, **kwargs):
         super().__init__(**kwargs)
-        self.alpha, self.sigma, self.fraction, self.seed = alpha, sigma, fraction, seed
+        self.alpha, self.sigma, self.fraction, self.seed, self.grid = alpha, sigma, fraction, seed, grid
         self.generator = keras.random.SeedGenerator(seed)
         radius = int(math.ceil(2 * sigma))
         taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
@@ -309,10 +311,17 @@ class RandomElastic(keras.layers.Layer):
     def distort(self, images):
         """Every image of the batch, distorted by its own smoothed random field."""
         count, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
-        field = keras.random.uniform(tf.stack([count, height, width, 2]), -1.0, 1.0, seed=self.generator)
-        # A separable Gaussian: one pass down the rows, one along the columns, for both components.
-        field = tf.nn.depthwise_conv2d(field, np.tile(self.kernel[:, None, None, None], (1, 1, 2, 1)), [1, 1, 1, 1], "SAME")
-        field = tf.nn.depthwise_conv2d(field, np.tile(self.kernel[None, :, None, None], (1, 1, 2, 1)), [1, 1, 1, 1], "SAME")
+        if self.grid:
+            # A smooth field: random moves of a coarse grid's points, interpolated bicubically,
+            # so `alpha` is the largest move in pixels and neighbouring pixels move together.
+            coarse = keras.random.uniform(tf.stack([count, self.grid, self.grid, 2]), -1.0, 1.0,
+                                          seed=self.generator)
+            field = tf.image.resize(coarse, [height, width], method="bicubic")
+        else:
+            field = keras.random.uniform(tf.stack([count, height, width, 2]), -1.0, 1.0, seed=self.generator)
+            # A separable Gaussian: one pass down the rows, one along the columns, for both components.
+            field = tf.nn.depthwise_conv2d(field, np.tile(self.kernel[:, None, None, None], (1, 1, 2, 1)), [1, 1, 1, 1], "SAME")
+            field = tf.nn.depthwise_conv2d(field, np.tile(self.kernel[None, :, None, None], (1, 1, 2, 1)), [1, 1, 1, 1], "SAME")
         rows = tf.range(height, dtype=tf.float32)[None, :, None] + self.alpha * field[..., 0]
         columns = tf.range(width, dtype=tf.float32)[None, None, :] + self.alpha * field[..., 1]
         top, left = tf.floor(rows), tf.floor(columns)
@@ -333,7 +342,7 @@ class RandomElastic(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "sigma": self.sigma, "fraction": self.fraction,
-                "seed": self.seed}
+                "seed": self.seed, "grid": self.grid}
 
 
 class RandomStrokeWidth(keras.layers.Layer):
@@ -396,13 +405,14 @@ def augmentation_layers(settings: dict, seed: int | None = None):
     """The training-time augmentation named by `settings`, as one Keras Sequential of preprocessing layers.
 
     Keys (a missing key or 0 leaves that step out): `max_degrees` (rotation), `max_shift`
-    and `max_zoom` (fractions of the image), `elastic_alpha` with `elastic_sigma` and
-    `elastic_fraction` (see RandomElastic), `blur_probability` with `max_blur_sigma`,
+    and `max_zoom` (fractions of the image), `elastic_alpha` with `elastic_sigma` or `elastic_grid`
+    and `elastic_fraction` (see RandomElastic), `blur_probability` with `max_blur_sigma`,
     `max_contrast`, `max_stroke_change` (see RandomStrokeWidth) and `max_noise` with
     `noise_probability` (see RandomNoise). Never flips: a flipped digit is another digit.
     All are TensorFlow ops, run inside the tf.data pipeline, so the saved models hold none of them.
     """
     known = {"max_degrees", "max_shift", "max_zoom", "elastic_alpha", "elastic_sigma", "elastic_fraction",
+             "elastic_grid",
              "blur_probability", "max_blur_sigma",
              "max_contrast", "max_stroke_change", "max_noise", "noise_probability"}
     unknown = set(settings) - known
@@ -424,7 +434,8 @@ def augmentation_layers(settings: dict, seed: int | None = None):
         steps.append(keras.layers.RandomZoom(settings["max_zoom"], fill_mode="constant", seed=next_seed()))
     if settings.get("elastic_alpha"):
         steps.append(RandomElastic(settings["elastic_alpha"], settings.get("elastic_sigma", 4.0),
-                                   settings.get("elastic_fraction", 0.5), seed=next_seed()))
+                                   settings.get("elastic_fraction", 0.5), seed=next_seed(),
+                                   grid=settings.get("elastic_grid")))
     if settings.get("max_stroke_change"):
         steps.append(RandomStrokeWidth(settings["max_stroke_change"], seed=next_seed()))
     if settings.get("blur_probability"):
@@ -467,10 +478,18 @@ def compile_for_training(model, training: dict, steps_per_epoch: int):
     """Compile a model with Adam, the recipe's learning-rate schedule and sparse cross-entropy; returns it.
 
     `training` is one entry of the notebook's TRAINING parameter (also saved in metrics.json),
-    so the benchmarks can train a clone of a saved model exactly as the notebook did.
+    so the benchmarks can train a clone of a saved model exactly as the notebook did. Two
+    optional keys: `label_smoothing` (a categorical cross-entropy on one-hot targets, which
+    fit_recipe makes) and `use_ema` (Adam keeps a moving average of the weights, momentum
+    0.99, and fit leaves the averages in the model at its end).
     """
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(training, steps_per_epoch)),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    optimizer = keras.optimizers.Adam(learning_rate_schedule(training, steps_per_epoch),
+                                      use_ema=bool(training.get("use_ema")))
+    if training.get("label_smoothing"):
+        model.compile(optimizer=optimizer, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=training["label_smoothing"]))
+    else:
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -511,36 +530,6 @@ class EpochLogger(keras.callbacks.Callback):
         print("  ".join(parts), flush=True)
 
 
-class EpochTestAccuracy(keras.callbacks.Callback):
-    """Times each epoch (wall and CPU seconds), then measures test accuracy once the clocks have stopped.
-
-    Validation accuracy, where fit has a validation split, is kept too (`validation_accuracy`),
-    so a choice can rest on it rather than on the test set.
-    """
-
-    def __init__(self, test_inputs, test_labels, name: str = "", batch_size: int = 1024):
-        super().__init__()
-        self.test_inputs, self.test_labels, self.name, self.batch_size = test_inputs, test_labels, name, batch_size
-        self.epoch_seconds, self.epoch_cpu_seconds, self.test_accuracy = [], [], []
-        self.validation_accuracy = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started, self.cpu_started = time.perf_counter(), time.process_time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch_seconds.append(time.perf_counter() - self.started)
-        self.epoch_cpu_seconds.append(time.process_time() - self.cpu_started)
-        probabilities = self.model.predict(self.test_inputs, batch_size=self.batch_size, verbose=0)
-        self.test_accuracy.append(accuracy(probabilities, self.test_labels))
-        validation = ""
-        if logs and "val_accuracy" in logs:
-            self.validation_accuracy.append(float(logs["val_accuracy"]))
-            validation = f", validation {self.validation_accuracy[-1] * 100:.2f}%"
-        print(f"  {self.name} epoch {epoch + 1:2d}: {self.epoch_seconds[-1]:5.1f} s, "
-              f"{self.epoch_cpu_seconds[-1]:5.1f} CPU-s (total {sum(self.epoch_seconds):6.1f} s), "
-              f"test accuracy {self.test_accuracy[-1] * 100:.2f}%{validation}", flush=True)
-
-
 def fit_timed(model, train_data, validation_data, epochs, model_name, callbacks=()):
     """Train with one log line per epoch; return (history dict, wall seconds, CPU seconds)."""
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -556,11 +545,39 @@ def fit_timed(model, train_data, validation_data, epochs, model_name, callbacks=
     return history, time.perf_counter() - start, time.process_time() - cpu_start
 
 
+def fit_recipe(model, training: dict, inputs, labels, validation, seed: int, name: str, callbacks=()):
+    """Compile a freshly built `model` and train it with recipe `training`: the one training path.
+
+    The notebook trains every model with it and the benchmarks train their clones with it, so
+    a measured lever is the notebook's recipe with one thing changed. `training` is one entry
+    of the notebook's TRAINING (epochs, batch_size, learning_rate, schedule, augmentation,
+    early_stopping_patience; optionally label_smoothing and use_ema, see compile_for_training);
+    `validation` is (inputs, labels) or None. Batches are shuffled (and augmented) with `seed`.
+    Returns (history dict, wall seconds, CPU seconds).
+    """
+    if training.get("label_smoothing"):
+        # Keras smooths one-hot targets only, so the labels become one-hot rows here.
+        labels = keras.utils.to_categorical(labels, NUM_CLASSES)
+        if validation is not None:
+            validation = (validation[0], keras.utils.to_categorical(validation[1], NUM_CLASSES))
+    compile_for_training(model, training, math.ceil(len(inputs) / training["batch_size"]))
+    augmentation = augmentation_layers(training["augmentation"], seed=seed) if training.get("augmentation") else None
+    batches = make_dataset(inputs, labels, training["batch_size"], shuffle=True, seed=seed, augmentation=augmentation)
+    validation_data = None if validation is None else make_dataset(*validation, 1024)
+    stopping = []
+    if training.get("early_stopping_patience") and validation is not None:
+        stopping = [keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=training["early_stopping_patience"],
+                                                  restore_best_weights=True)]
+    return fit_timed(model, batches, validation_data, training["epochs"], name, [*callbacks, *stopping])
+
+
 class SectionTimer:
     """Wall and CPU seconds per notebook section: call `start(name)` as each section begins, `stop()` at the end.
 
     CPU seconds are the process's own (`time.process_time`), so they stay meaningful when
-    other work shares the cores and slows the wall clock down.
+    other work shares the cores and slows the wall clock down. Each `start` prints one line,
+    "── section training · 252 s into the run ──", which run_notebook.py turns into its
+    console line with the time left (its SECTION_LINE reads this format).
     """
 
     def __init__(self):
@@ -571,6 +588,7 @@ class SectionTimer:
     def start(self, name: str) -> None:
         self.stop()
         self._current = (name, time.perf_counter(), time.process_time())
+        print(f"── section {name} · {self._current[1] - self.started:.0f} s into the run ──", flush=True)
 
     def stop(self) -> None:
         if self._current is not None:
@@ -635,34 +653,6 @@ def count_params(model) -> int:
     return int(model.count_params())
 
 
-def count_multiply_adds(model) -> int:
-    """Multiply-adds of one forward pass of one image through a built Keras model.
-
-    Counts Conv2D (any stride, padding or groups), DepthwiseConv2D and Dense layers, in
-    nested models too. Batch normalization, activations, pooling and additions are left
-    out: they are few multiply-adds, though on a CPU not free in memory traffic.
-    """
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += count_multiply_adds(layer)
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            _, height, width, channels = layer.output.shape
-            total += height * width * channels * math.prod(layer.kernel_size)
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, height, width, filters = layer.output.shape
-            input_channels = layer.input.shape[-1]
-            total += height * width * filters * math.prod(layer.kernel_size) * input_channels // layer.groups
-        elif isinstance(layer, keras.layers.Dense):
-            total += math.prod(layer.input.shape[1:]) * layer.units
-    return int(total)
-
-
-def training_gflops(multiply_adds: int, images_per_second: float) -> float:
-    """Training GFLOP/s: 2 FLOPs per multiply-add, 3 forward-pass equivalents per training image."""
-    return 2 * 3 * multiply_adds * images_per_second / 1e9
-
-
 # ==================== Evaluation ======================================================
 
 
@@ -685,31 +675,6 @@ def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """
     chosen = np.asarray(probabilities)[np.arange(len(labels)), np.asarray(labels)]
     return float(-np.mean(np.log(np.clip(chosen, 1e-7, 1.0))))
-
-
-ONE_PIXEL_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
-
-
-def shifted_predictions(model, inputs, shifts=ONE_PIXEL_SHIFTS, batch_size: int = 1024) -> np.ndarray:
-    """Test-time augmentation: the model's probabilities averaged over copies of the images moved by each shift.
-
-    `inputs` are model inputs (N, 28, 28, 1); each shift is (rows down, columns right) in
-    pixels, and the pixels moved in at the border are 0, MNIST's background. The default
-    averages the image itself and its four 1-pixel shifts, so it costs five predictions.
-    """
-    inputs = np.asarray(inputs, dtype=np.float32)
-    height, width = inputs.shape[1:3]
-    total = None
-    for rows, columns in shifts:
-        if abs(rows) >= height or abs(columns) >= width:
-            raise ValueError(f"shift ({rows}, {columns}) moves the whole {height}x{width} image out of view; "
-                             "use shifts of a few pixels.")
-        shifted = np.zeros_like(inputs)
-        shifted[:, max(rows, 0):height + min(rows, 0), max(columns, 0):width + min(columns, 0)] = \
-            inputs[:, max(-rows, 0):height + min(-rows, 0), max(-columns, 0):width + min(-columns, 0)]
-        probabilities = np.asarray(model.predict(shifted, batch_size=batch_size, verbose=0), dtype=np.float64)
-        total = probabilities if total is None else total + probabilities
-    return (total / len(shifts)).astype(np.float32)
 
 
 def most_confused_pairs(matrix: np.ndarray, count: int = 10):

@@ -1,20 +1,24 @@
-"""Run model.ipynb with live progress; replace the committed results only when every cell succeeded.
+"""Run model.ipynb with a console a person can read; replace the committed results only when every cell succeeded.
 
     python run_notebook.py                                      # what `make run` does
     python run_notebook.py --output-dir runs/explore -p TRAIN False   # what `make explore` does
 
 A run executes the notebook with papermill into a fresh staging folder, runs/<timestamp>/, with
-the notebook's OUTPUT_DIR parameter pointing there, and prints each cell's output (section
-headers, one line per training epoch) as it comes, under a progress bar of cells. When the whole
-notebook succeeded, the staged model.ipynb, figures/ and saved_models/ replace the committed ones
-as one set, and the README's results table is rewritten from the new figures/metrics.json. A
-failed or interrupted run replaces nothing: it names the failing cell and leaves the partial
-notebook in its staging folder.
+the notebook's OUTPUT_DIR parameter pointing there. The console shows one line as each section
+starts (the time so far, and the time left as the last run of the same kind took it, from its
+figures/metrics.json), one line per training epoch, the key results and, for a failed cell, its
+number, section and error. Everything else, every cell's output, papermill's messages and what
+the kernel process itself prints (TensorFlow's C++ start-up lines), goes to log.txt in the run's
+folder; model summaries and figures stay in the notebook. When the whole notebook succeeded, the
+staged model.ipynb, figures/ and saved_models/ replace the committed ones as one set, the
+README's results table is rewritten from the new figures/metrics.json, and runs/<timestamp>/
+keeps only the log. A failed or interrupted run replaces nothing: it names the failing cell and
+leaves the partial notebook and the log in its staging folder.
 
-With --output-dir the notebook runs into that folder and nothing is ever replaced: for exploring
-the analysis from the committed models, and for quick smoke runs.
+With --output-dir the notebook runs into that folder, log.txt included, and nothing is ever
+replaced: for exploring the analysis from the committed models, and for quick smoke runs.
 
-Uses only the standard library and papermill (with nbformat and tqdm, which papermill brings).
+Uses only the standard library and papermill (with nbformat and jupyter_client, which papermill brings).
 Exit status: 0 success, 1 a cell failed or the results could not be replaced, 2 a usage error,
 128 + the signal number when interrupted (130 for Ctrl-C, 143 for SIGTERM).
 """
@@ -27,17 +31,18 @@ import datetime
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
+from jupyter_client import AsyncKernelManager
 import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
 from papermill.translators import translate_parameters
-from tqdm.auto import tqdm
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 NOTEBOOK_NAME = "model.ipynb"
@@ -51,6 +56,7 @@ BACKUP_NAME = "previous"
 # from tests/test_pad_browser.py): carried from the old set into the new one, so a run keeps them.
 CARRIED_OVER = ("figures/draw_pad.png",)
 INJECTED_TAG = "injected-parameters"  # papermill's tag for the cell it adds after the parameters cell
+ERROR_MARKER_TAG = "papermill-error-cell-tag"  # and for the cells it adds to a failed notebook, pointing at the error
 # The README markers that helpers.update_readme_results writes between.
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -70,10 +76,11 @@ def parse_arguments(argv=None):
     """The command line, checked: the target holds model.ipynb and every -p names one of its parameters."""
     parser = argparse.ArgumentParser(
         prog="run_notebook.py",
-        description="Execute model.ipynb with papermill, printing each cell's output as it runs. By default the run\n"
-                    "goes to a fresh staging folder, runs/<timestamp>/, and only when every cell succeeded do its\n"
-                    "model.ipynb, figures/ and saved_models/ replace the committed ones, as one set, and the\n"
-                    "README's results table is rewritten. A failed or interrupted run replaces nothing.",
+        description="Execute model.ipynb with papermill, printing a line as each section starts (with the time left),\n"
+                    "one per training epoch and the key results; everything else goes to log.txt in the run's folder.\n"
+                    "By default the run goes to a fresh staging folder, runs/<timestamp>/, and only when every cell\n"
+                    "succeeded do its model.ipynb, figures/ and saved_models/ replace the committed ones, as one set,\n"
+                    "and the README's results table is rewritten. A failed or interrupted run replaces nothing.",
         epilog="examples:\n"
                "  python run_notebook.py                                   # full run, results replaced on success\n"
                "  python run_notebook.py --output-dir runs/explore -p TRAIN False\n"
@@ -86,8 +93,8 @@ def parse_arguments(argv=None):
                         help="set a parameter of the notebook's parameters cell, as papermill's -p does; VALUE is "
                              "read as a Python literal (True, 3, 0.5, None), else kept as text; repeatable")
     parser.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
-                        help="run into DIR (created if needed) and stop there: the target's model.ipynb, figures/ "
-                             "and saved_models/ are never touched")
+                        help="run into DIR (created if needed), log.txt included, and stop there: the target's "
+                             "model.ipynb, figures/ and saved_models/ are never touched")
     parser.add_argument("--target", type=Path, default=PROJECT_ROOT, metavar="DIR",
                         help="the project folder holding model.ipynb, figures/, saved_models/ and README.md; the "
                              "notebook runs with DIR as its working directory (default: the folder of this script)")
@@ -151,27 +158,142 @@ def check_parameters(notebook: Path, parameters: dict) -> None:
 
 # ==================== Running the notebook ============================================
 
+LOG_NAME = "log.txt"  # Everything the run printed, beside the notebook it ran into.
+# The line helpers.SectionTimer.start prints as each section begins: "── section training · 252 s into the run ──".
+SECTION_LINE = re.compile(r"^── section (?P<name>.+?) · .* ──$")
+# Which lines of the cells' standard output reach the console; everything goes to the log. Progress: one line
+# per training epoch (helpers.EpochLogger) and per tuner trial. Key results: each model's training time and test
+# accuracy, the choices made on validation data, the refusal's headline. Notes: the machine, a QUICK or TRAIN=False
+# run, and a collection the notebook leaves out ("no ../shared/data/qmnist: ...").
+CONSOLE_LINES = re.compile("|".join([
+    r"^\s*\S+ epoch +\d+\b", r"^trial +\d+/\d+:",
+    r"^\S+: \d+ epochs in \d+ s", r"\btest accuracy\b", r"^best single model", r"^adopted on", r"^MNIST test: kept",
+    r"^CPU: ", r"^QUICK run: ", r"^TRAIN = False: ", r"^no [^:]+: ",
+]))
+ANSI_CODE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# The parameters that make a run of another kind, with other section times: compared with metrics.json's "run".
+RUN_KIND_PARAMETERS = ("QUICK", "TRAIN")
 
-class _AboveProgressBar(logging.Handler):
-    """Prints each line of cell output above papermill's progress bar instead of through it."""
+
+def about(seconds: float) -> str:
+    """A rough duration for an estimate: 'under a minute', 'about 12 min', 'about 1 h 20 min'."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    hours, minutes = divmod(minutes, 60)
+    return f"about {hours} h {minutes} min" if hours else f"about {minutes} min"
+
+
+def last_run_section_seconds(metrics_path: Path, parameters: dict):
+    """Each section's seconds in the last run of the same kind (QUICK, TRAIN) recorded in metrics_path, else None."""
+    try:
+        run = json.loads(metrics_path.read_text())["run"]
+        seconds = {str(name): float(value) for name, value in run["section_seconds"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    same_kind = all(run.get(name.lower()) == parameters[name]
+                    for name in RUN_KIND_PARAMETERS if name in parameters and name.lower() in run)
+    return seconds if same_kind and seconds else None
+
+
+class Console:
+    """What a person watching the run reads: one line per section with the time left, epochs, key results.
+
+    The cells' standard output arrives in pieces (papermill's stdout_file); complete lines are
+    matched against SECTION_LINE and CONSOLE_LINES, and the rest is left to the log.
+    """
+
+    def __init__(self, last_sections=None, out=None, clock=time.perf_counter):
+        self.last_sections, self.out, self.clock = last_sections, out or sys.stdout, clock
+        self.started = clock()
+        self.seen, self.pending = [], ""
+
+    # papermill writes the cells' standard output here, as it arrives.
+    def write(self, text: str) -> int:
+        lines = (self.pending + text).replace("\r", "\n").split("\n")
+        self.pending = lines.pop()
+        for line in lines:
+            self.line(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def line(self, line: str) -> None:
+        line = ANSI_CODE.sub("", line).rstrip()
+        match = SECTION_LINE.match(line)
+        if match:
+            self.show(self.section_line(match["name"]))
+        elif CONSOLE_LINES.search(line):
+            self.show(line)
+
+    def show(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def section_line(self, name: str) -> str:
+        """'[12:03] training (3/19) starts · 8 min 10 s so far · about 61 min left (last run's times)'."""
+        if name not in self.seen:
+            self.seen.append(name)
+        number = self.seen.index(name) + 1
+        so_far = self.clock() - self.started
+        if self.last_sections is None:
+            position, left = f"{number}", "no estimate yet"
+        else:
+            total = len(set(self.last_sections) | set(self.seen))
+            done = set(self.seen[:number - 1])
+            left_seconds = sum(seconds for section, seconds in self.last_sections.items() if section not in done)
+            position, left = f"{number}/{total}", f"{about(left_seconds)} left (last run's times)"
+        return (f"[{datetime.datetime.now():%H:%M}] {name} ({position}) starts · {duration(so_far)} so far · {left}")
+
+
+class _LogFile(logging.Handler):
+    """Writes every papermill message and every piece of cell output, as it comes, to the run's log file."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
 
     def emit(self, record):
         try:
-            # Cell output already ends in a newline; logging would add a second one.
-            tqdm.write(self.format(record).rstrip("\n"), file=sys.stdout)
-            sys.stdout.flush()
+            message = ANSI_CODE.sub("", self.format(record))  # A model summary's colours, unreadable in a file.
+            self.log.write(message if message.endswith("\n") else message + "\n")
+            self.log.flush()
         except Exception:
             self.handleError(record)
 
 
-def show_cell_output() -> None:
-    """Send papermill's log (the cells' output, with log_output=True) to the terminal as it comes."""
-    handler = _AboveProgressBar()
+def log_to(log) -> _LogFile:
+    """Send papermill's log (its messages, and the cells' output with log_output=True) to log and nowhere else."""
+    handler = _LogFile(log)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("papermill")
+    for earlier in [earlier for earlier in logger.handlers if isinstance(earlier, _LogFile)]:
+        logger.removeHandler(earlier)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    return handler
+
+
+def kernel_manager_writing_to(log):
+    """A kernel manager whose kernel writes what C++ libraries print straight into log, not into the cells.
+
+    TensorFlow's C++ lines (absl's "All log messages before absl::InitializeLog()", oneDNN's
+    notice, "failed call to cuInit", NodeDef warnings) are written by the kernel process to its
+    own stdout and stderr, before any log level applies. By default ipykernel copies them both
+    into the cell's output and onto the terminal; here they go once, into the log, and the
+    notebook keeps only what Python printed.
+    """
+
+    class KernelManagerWithLog(AsyncKernelManager):
+        async def start_kernel(self, **kwargs):
+            kwargs["extra_arguments"] = [*(kwargs.get("extra_arguments") or []),
+                                         "--IPKernelApp.capture_fd_output=False"]
+            kwargs.setdefault("stdout", log)
+            kwargs.setdefault("stderr", log)
+            return await super().start_kernel(**kwargs)
+
+    return KernelManagerWithLog
 
 
 def new_staging_folder(target: Path) -> Path:
@@ -197,21 +319,26 @@ def notebook_path_parameter(folder: Path, target: Path) -> str:
         return str(folder)
 
 
-def execute(target: Path, output_notebook: Path, output_dir: Path, parameters: dict) -> None:
-    """Execute the target's notebook into output_notebook, printing each cell's output as it runs.
+def execute(target: Path, output_notebook: Path, output_dir: Path, parameters: dict, console: Console, log) -> None:
+    """Execute the target's notebook into output_notebook: the cells' standard output to console, everything to log.
 
     Raises papermill's PapermillExecutionError when a cell fails; the notebook executed so far,
     with the traceback, is then in output_notebook.
     """
-    papermill.execute_notebook(
-        str(target / NOTEBOOK_NAME),
-        str(output_notebook),
-        parameters={**parameters, "OUTPUT_DIR": notebook_path_parameter(output_dir, target)},
-        cwd=str(target),
-        log_output=True,
-        # On a terminal the bar stays below the cell output; in a log file it would only add noise.
-        progress_bar=sys.stderr.isatty(),
-    )
+    log_to(log)
+    try:
+        papermill.execute_notebook(
+            str(target / NOTEBOOK_NAME),
+            str(output_notebook),
+            parameters={**parameters, "OUTPUT_DIR": notebook_path_parameter(output_dir, target)},
+            cwd=str(target),
+            log_output=True,  # Every output, papermill's "Executing Cell N" and the figures' text, into the log.
+            stdout_file=console,  # The cells' standard output, which the console sifts.
+            progress_bar=False,  # The section lines are the progress.
+            kernel_manager_class=kernel_manager_writing_to(log),
+        )
+    finally:
+        console.write("\n")  # A last line without its newline.
 
 
 # ==================== Replacing the committed results =================================
@@ -362,12 +489,47 @@ def partial_notebook_note(path: Path) -> str:
     return f" The partial notebook is {shown(path)}." if path.is_file() else ""
 
 
-def failure_message(error: PapermillExecutionError, partial_notebook: Path, nothing_touched: str) -> str:
-    """One message naming the failed cell (as papermill's log and the notebook number it) and the partial notebook."""
+def section_of_cell(notebook: Path, cell_index: int):
+    """The title of the last markdown heading above cell_index in notebook ('9. Error analysis'), else None."""
+    try:
+        cells = nbformat.read(notebook, as_version=4).cells
+    except Exception:  # A partial notebook that cannot be read only costs the section's name.
+        return None
+    # papermill numbers the cells before it adds its own cells that point at the error.
+    cells = [cell for cell in cells if ERROR_MARKER_TAG not in cell.get("metadata", {}).get("tags", [])][:cell_index]
+    for cell in reversed(cells):
+        headings = [line for line in cell.source.splitlines() if line.startswith("#")] if (
+            cell.cell_type == "markdown") else []
+        if headings:
+            return headings[-1].lstrip("#").strip()
+    return None
+
+
+def failure_message(error: PapermillExecutionError, partial_notebook: Path, log_path: Path,
+                    nothing_touched: str) -> str:
+    """One message naming the failed cell (number, section, first line), its error, the partial notebook and the log."""
     first_line = next((line.strip() for line in error.source.splitlines() if line.strip()), "")
+    section = section_of_cell(partial_notebook, error.cell_index)
+    where = f"In [{error.exec_count}], " + (f"section '{section}', " if section else "")
+    evalue = next((line for line in str(error.evalue).splitlines() if line.strip()), "")
     return (f"run_notebook.py: {NOTEBOOK_NAME} failed in cell {error.cell_index + 1} "
-            f"(In [{error.exec_count}], starting `{first_line}`): {error.ename}: {error.evalue}\n"
-            f"The partial notebook, with the traceback, is {shown(partial_notebook)}. {nothing_touched}")
+            f"({where}starting `{first_line}`): {error.ename}: {evalue}\n"
+            f"The partial notebook, with the traceback, is {shown(partial_notebook)}; everything the run printed is in "
+            f"{shown(log_path)}. {nothing_touched}")
+
+
+def parameters_in_effect(notebook: Path, parameters: dict) -> dict:
+    """The notebook's parameters as this run sets them: the parameters cell's values, with the -p values over them."""
+    defaults = papermill.inspect_notebook(str(notebook))
+    return {**{name: parse_parameter_value(entry["default"]) for name, entry in defaults.items()}, **parameters}
+
+
+def tell(message: str, log, file=None) -> None:
+    """Print a message of run_notebook.py's own to the console (stdout unless file says), and into the log."""
+    print(message, file=file or sys.stdout, flush=True)
+    message = message.lstrip("\n")
+    log.write(("" if message.startswith("run_notebook.py") else "run_notebook.py: ") + message + "\n")
+    log.flush()
 
 
 def main(argv=None) -> int:
@@ -388,63 +550,91 @@ def run(arguments, signals: _Signals) -> int:
         output_dir = new_staging_folder(target)
         nothing_touched = f"The committed {PROMOTED_DESCRIPTION} were not touched."
         plan = "they replace the committed results only if every cell succeeds"
+        metrics_path = target / "figures" / "metrics.json"
     else:
         output_dir = arguments.output_dir
         output_dir.mkdir(parents=True, exist_ok=True)
         nothing_touched = "Nothing committed was touched."
         plan = "nothing committed is touched"
-    output_notebook = output_dir / NOTEBOOK_NAME
-    show_cell_output()
-    print(f"Running {shown(target / NOTEBOOK_NAME)} into {shown(output_dir)}/ ({plan}).", flush=True)
+        # The last run into this folder, read before this one overwrites it.
+        metrics_path = output_dir / "figures" / "metrics.json"
+    output_notebook, log_path = output_dir / NOTEBOOK_NAME, output_dir / LOG_NAME
+    last_sections = last_run_section_seconds(
+        metrics_path, parameters_in_effect(target / NOTEBOOK_NAME, arguments.parameters))
+    log_path.write_text("")
+    # Appending, so that this process and the kernel, which writes into the same file, never overwrite each other.
+    with open(log_path, "a", buffering=1) as log:
+        tell(f"Running {shown(target / NOTEBOOK_NAME)} into {shown(output_dir)}/ ({plan}); everything it prints "
+             f"goes to {shown(log_path)}.", log)
+        if last_sections is None:
+            tell(f"No earlier run of this kind in {shown(metrics_path)}: no estimate of the time left yet.", log)
+        else:
+            tell(f"Time left is estimated from the sections of the last run of this kind ({shown(metrics_path)}, "
+                 f"{duration(sum(last_sections.values()))} in all).", log)
+        return run_logged(arguments, signals, output_dir, output_notebook, log, log_path, last_sections,
+                          nothing_touched)
 
+
+def run_logged(arguments, signals, output_dir, output_notebook, log, log_path, last_sections, nothing_touched) -> int:
+    """run()'s work once the log is open: execute, then promote unless --output-dir was given."""
+    target, promote_results = arguments.target, arguments.output_dir is None
+    console = Console(last_sections)
     signals.install(signals.interrupt)
     started = time.perf_counter()
     try:
-        execute(target, output_notebook, output_dir, arguments.parameters)
+        execute(target, output_notebook, output_dir, arguments.parameters, console, log)
         # From here on a signal waits until the results are replaced, so the target never holds half of each.
         signals.install(signals.remember)
     except PapermillExecutionError as error:
-        print(failure_message(error, output_notebook, nothing_touched), file=sys.stderr)
-        print(f"Failed after {duration(time.perf_counter() - started)}.", file=sys.stderr)
+        log.write(ANSI_CODE.sub("", "\n".join(error.traceback)) + "\n")
+        tell(failure_message(error, output_notebook, log_path, nothing_touched), log, sys.stderr)
+        tell(f"Failed after {duration(time.perf_counter() - started)}.", log, sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nrun_notebook.py: interrupted ({signals.name}) after {duration(time.perf_counter() - started)}. "
-              f"{nothing_touched}{partial_notebook_note(output_notebook)}", file=sys.stderr)
+        tell(f"\nrun_notebook.py: interrupted ({signals.name}) after {duration(time.perf_counter() - started)}. "
+             f"{nothing_touched}{partial_notebook_note(output_notebook)} The log is {shown(log_path)}.",
+             log, sys.stderr)
         return signals.exit_status
     except Exception as error:  # The kernel died or would not start: no cell to blame.
-        print(f"run_notebook.py: the run stopped after {duration(time.perf_counter() - started)}: "
-              f"{type(error).__name__}: {error}\n{nothing_touched}{partial_notebook_note(output_notebook)}",
-              file=sys.stderr)
+        tell(f"run_notebook.py: the run stopped after {duration(time.perf_counter() - started)}: "
+             f"{type(error).__name__}: {error}\n{nothing_touched}{partial_notebook_note(output_notebook)} "
+             f"The log is {shown(log_path)}.", log, sys.stderr)
         return 1
     elapsed = time.perf_counter() - started
+    last_run = "" if last_sections is None else f" (the last run of this kind: {duration(sum(last_sections.values()))})"
 
     if not promote_results:
-        print(f"Done in {duration(elapsed)}: {shown(output_notebook)}, and what it wrote, in {shown(output_dir)}/. "
-              f"{nothing_touched}")
+        tell(f"Done in {duration(elapsed)}{last_run}: {shown(output_notebook)}, and what it wrote, in "
+             f"{shown(output_dir)}/; the log is {shown(log_path)}. {nothing_touched}", log)
         return 0
 
     try:
         finalize_notebook(output_notebook, arguments.parameters)
         promote(output_dir, target)
     except (OSError, ValueError) as error:
-        print(f"run_notebook.py: every cell succeeded, but the results were not replaced: {error}\n"
-              f"The run is in {shown(output_dir)}/.", file=sys.stderr)
+        tell(f"run_notebook.py: every cell succeeded, but the results were not replaced: {error}\n"
+             f"The run is in {shown(output_dir)}/.", log, sys.stderr)
         return 1
-    # The staged set has moved into the target; what is left there (scratch files) goes too.
-    shutil.rmtree(output_dir, ignore_errors=True)
+    # The staged set has moved into the target; what is left there (scratch files) goes too, all but the log.
+    for leftover in output_dir.iterdir():
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        elif leftover != log_path:
+            leftover.unlink(missing_ok=True)
     status = 0
     try:
-        print(update_readme(target))
+        tell(update_readme(target), log)
     except Exception as error:  # The results are in place; only the README table is behind.
-        print(f"run_notebook.py: the new results are in place, but {shown(target / 'README.md')} was not "
-              f"updated: {type(error).__name__}: {error}\nFix that, then rewrite only the table with: python -c "
-              "\"import json, helpers; helpers.update_readme_results('README.md', "
-              "json.load(open('figures/metrics.json')))\"", file=sys.stderr)
+        tell(f"run_notebook.py: the new results are in place, but {shown(target / 'README.md')} was not "
+             f"updated: {type(error).__name__}: {error}\nFix that, then rewrite only the table with: python -c "
+             "\"import json, helpers; helpers.update_readme_results('README.md', "
+             "json.load(open('figures/metrics.json')))\"", log, sys.stderr)
         status = 1
-    print(f"Done in {duration(elapsed)}: {PROMOTED_DESCRIPTION} in {shown(target)}/ replaced by this run's.")
+    tell(f"Done in {duration(elapsed)}{last_run}: {PROMOTED_DESCRIPTION} in {shown(target)}/ replaced by this run's; "
+         f"the log is {shown(log_path)}.", log)
     if signals.received is not None:
-        print(f"run_notebook.py: {signals.name} arrived while the results were being replaced; they were "
-              "replaced in full first.", file=sys.stderr)
+        tell(f"run_notebook.py: {signals.name} arrived while the results were being replaced; they were "
+             "replaced in full first.", log, sys.stderr)
         return signals.exit_status
     return status
 

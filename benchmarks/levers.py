@@ -51,6 +51,8 @@ LEVERS_PATH = recipes.PROJECT_ROOT / "benchmarks" / "levers.json"
 TRAINING_LEVERS = {
     "base": "the notebook's best recipe as it recorded it (the base of every other training lever)",
     "elastic_distortions": "elastic distortions switched on (off where the base has them)",
+    "elastic_grid": "a smooth elastic warp added: random moves of a 4x4 grid of points, up to 2 pixels, "
+                    "interpolated bicubically, on half of each batch",
     "photometric_augmentation": "blur, noise, contrast and stroke width switched on (off where the base has them)",
     "label_smoothing": "label smoothing 0.1 (one-hot labels with CategoricalCrossentropy)",
     "weight_averaging": "Adam's moving average of the weights (use_ema, momentum 0.99), evaluated with the averages",
@@ -59,8 +61,6 @@ TRAINING_LEVERS = {
     "batch_size": "batch 128, or 64 where the base trains at 128; same peak learning rate",
     "width_x0.5": "half the filters in every convolution of the base model",
     "width_x2": "twice the filters in every convolution of the base model",
-    "depth_x2": "every residual block of the base model followed by one more of the same width (twice the "
-                "blocks at 14x14, 7x7 and 4x4)",
     "all_training_images": "the final fit: all 60,000 training images, no validation split (so no early "
                            "stopping), same epochs",
     "test_time_augmentation": "the base's predictions averaged over the image and its four 1-pixel shifts "
@@ -69,6 +69,7 @@ TRAINING_LEVERS = {
 # What a lever switches on where the base does not have it (the notebook's AUGMENTATION values),
 # and the keys that belong to the group: (settings, key prefixes).
 ELASTIC = ({"elastic_alpha": 34.0, "elastic_sigma": 4.0, "elastic_fraction": 0.5}, ("elastic",))
+ELASTIC_GRID = {"elastic_alpha": 2.0, "elastic_grid": 4, "elastic_fraction": 0.5}
 PHOTOMETRIC = ({"blur_probability": 0.5, "max_blur_sigma": 2.0, "max_contrast": 0.3, "max_stroke_change": 0.5,
                 "max_noise": 0.35},
                ("blur_probability", "max_blur_sigma", "max_contrast", "max_stroke_change", "max_noise"))
@@ -76,9 +77,9 @@ GEOMETRIC = ({"max_degrees": 15, "max_shift": 0.1, "max_zoom": 0.1}, ("max_degre
 LABEL_SMOOTHING = 0.1
 LEVER_BATCH_SIZE = 128
 
-# Throughput levers: name -> (what it measures, settings); "(vs name)" names the line it changes one thing of.
-# Settings: model (a notebook model, default cnn_basic with the original recipe), variant (see
-# vary_architecture), dtype and pipeline (float64 NumPy arrays unless said), batch (default: the
+# Throughput levers: name -> (what it measures, settings); `reference` names the lever it changes one
+# thing of. Settings: model (a notebook model, default cnn_basic with the original recipe), variant (see
+# model_variant), dtype and pipeline (float64 NumPy arrays unless said), batch (default: the
 # original's 64 for cnn_basic, else the model's recorded batch), threads, environment, policy, jit,
 # steps_per_execution.
 FLOAT32_DATA = {"dtype": "float32", "pipeline": True}
@@ -87,37 +88,35 @@ CNN_OPTIMIZED = {**FLOAT32_DATA, "model": "cnn_optimized"}
 RESNET = {**FLOAT32_DATA, "model": "resnet"}
 THROUGHPUT_LEVERS = {
     "original": ("original: notebook cnn_basic, float64 NumPy arrays, batch 64", {}),
-    "float32": ("float32 NumPy arrays (vs original)", {"dtype": "float32"}),
-    "tf_data": ("float32 in a cached, prefetched tf.data pipeline (vs float32)", FLOAT32_DATA),
-    "batch_128": ("batch 128 (vs tf_data)", BATCH_128),
-    "batch_256": ("batch 256 (vs tf_data)", {**FLOAT32_DATA, "batch": 256}),
-    "batch_512": ("batch 512 (vs tf_data)", {**FLOAT32_DATA, "batch": 512}),
-    "intra_1": ("one intra-op thread (vs batch_128)", {**BATCH_128, "intra_threads": 1}),
-    "inter_1": ("one inter-op thread (vs batch_128)", {**BATCH_128, "inter_threads": 1}),
-    "onednn_off": ("oneDNN off, TF_ENABLE_ONEDNN_OPTS=0 (vs batch_128)",
-                   {**BATCH_128, "environment": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
-    "bfloat16": ("mixed_bfloat16 policy (vs batch_128)", {**BATCH_128, "policy": "mixed_bfloat16"}),
-    "xla": ("jit_compile=True (vs batch_128)", {**BATCH_128, "jit": True}),
-    "steps_per_execution_8": ("8 training steps per call into the compiled graph (vs batch_128)",
-                              {**BATCH_128, "steps_per_execution": 8}),
+    "float32": ("float32 NumPy arrays", {"dtype": "float32", "reference": "original"}),
+    "tf_data": ("float32 in a cached, prefetched tf.data pipeline", {**FLOAT32_DATA, "reference": "float32"}),
+    "batch_128": ("batch 128", {**BATCH_128, "reference": "tf_data"}),
+    "batch_256": ("batch 256", {**FLOAT32_DATA, "batch": 256, "reference": "tf_data"}),
+    "batch_512": ("batch 512", {**FLOAT32_DATA, "batch": 512, "reference": "tf_data"}),
+    "intra_1": ("one intra-op thread", {**BATCH_128, "intra_threads": 1, "reference": "batch_128"}),
+    "inter_1": ("one inter-op thread", {**BATCH_128, "inter_threads": 1, "reference": "batch_128"}),
+    "onednn_off": ("oneDNN off, TF_ENABLE_ONEDNN_OPTS=0",
+        {**BATCH_128, "environment": {"TF_ENABLE_ONEDNN_OPTS": "0"}, "reference": "batch_128"}),
+    "bfloat16": ("mixed_bfloat16 policy", {**BATCH_128, "policy": "mixed_bfloat16", "reference": "batch_128"}),
+    "xla": ("jit_compile=True", {**BATCH_128, "jit": True, "reference": "batch_128"}),
+    "steps_per_execution_8": ("8 training steps per call into the compiled graph",
+        {**BATCH_128, "steps_per_execution": 8, "reference": "batch_128"}),
     "notebook_dnn_float64": ("notebook dnn, float64 NumPy arrays as the original fed it", {"model": "dnn"}),
-    "notebook_dnn_tf_data": ("notebook dnn, float32 tf.data (vs notebook_dnn_float64)",
-                             {**FLOAT32_DATA, "model": "dnn"}),
+    "notebook_dnn_tf_data": ("notebook dnn, float32 tf.data",
+        {**FLOAT32_DATA, "model": "dnn", "reference": "notebook_dnn_float64"}),
     "notebook_cnn_optimized_float64": ("notebook cnn_optimized, float64 NumPy arrays", {"model": "cnn_optimized"}),
-    "notebook_cnn_optimized_tf_data": ("notebook cnn_optimized, float32 tf.data (vs notebook_cnn_optimized_float64)",
-                                       CNN_OPTIMIZED),
-    "cnn_optimized_no_batch_norm": ("cnn_optimized without batch normalization (vs notebook_cnn_optimized_tf_data)",
-                                    {**CNN_OPTIMIZED, "variant": {"batch_normalization": False}}),
-    "cnn_optimized_stride_2": ("cnn_optimized whose first convolution has stride 2 instead of the pooling after it "
-                               "(vs notebook_cnn_optimized_tf_data)",
-                               {**CNN_OPTIMIZED, "variant": {"strided_first_convolution": True}}),
+    "notebook_cnn_optimized_tf_data": ("notebook cnn_optimized, float32 tf.data",
+        {**CNN_OPTIMIZED, "reference": "notebook_cnn_optimized_float64"}),
     "resnet": ("notebook resnet (the best recipe's model) without its augmentation, float32 tf.data", RESNET),
-    "resnet_width_x0.5": ("resnet with half the filters (vs resnet)", {**RESNET, "variant": {"width": 0.5}}),
-    "resnet_width_x2": ("resnet with twice the filters (vs resnet)", {**RESNET, "variant": {"width": 2.0}}),
-    "resnet_batch_64": ("resnet at batch 64 (vs resnet)", {**RESNET, "batch": 64}),
-    "resnet_steps_per_execution_8": ("resnet, 8 training steps per graph call (vs resnet)",
-                                     {**RESNET, "steps_per_execution": 8}),
-    "resnet_onednn_off": ("resnet, oneDNN off (vs resnet)", {**RESNET, "environment": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
+    "resnet_width_x0.5": ("resnet with half the filters",
+        {**RESNET, "variant": {"width": 0.5}, "reference": "resnet"}),
+    "resnet_width_x2": ("resnet with twice the filters",
+        {**RESNET, "variant": {"width": 2.0}, "reference": "resnet"}),
+    "resnet_batch_64": ("resnet at batch 64", {**RESNET, "batch": 64, "reference": "resnet"}),
+    "resnet_steps_per_execution_8": ("resnet, 8 training steps per graph call",
+        {**RESNET, "steps_per_execution": 8, "reference": "resnet"}),
+    "resnet_onednn_off": ("resnet, oneDNN off",
+        {**RESNET, "environment": {"TF_ENABLE_ONEDNN_OPTS": "0"}, "reference": "resnet"}),
 }
 THROUGHPUT_IMAGES = 12288  # a multiple of every batch size tried, so no partial batch is traced in a timed epoch
 WARMUP_BATCHES = 10
@@ -139,145 +138,23 @@ LEVER_NAMES = [*TRAINING_LEVERS, *THROUGHPUT_LEVERS, *AUGMENTATION_SPEED]
 # ==================== Architecture variants of the notebook's models =================
 
 
-def _replace_history(structure, old, new):
-    """The functional config `structure` with every reference to layer `old`'s output pointed at `new`."""
-    if isinstance(structure, dict):
-        return {key: (list(new) if key == "keras_history" and value[0] == old else _replace_history(value, old, new))
-                for key, value in structure.items()}
-    if isinstance(structure, list):
-        if len(structure) == 3 and structure[0] == old and isinstance(structure[1], int):
-            return list(new)  # an entry of output_layers
-        return [_replace_history(value, old, new) for value in structure]
-    return structure
+def model_variant(model, width=1.0, dtype_policy=None):
+    """A notebook model with fresh weights and one thing changed: its width or its dtype policy.
 
-
-def _remove_layer(config, name):
-    """Take a one-input layer out of a functional model's config, wiring its input to its consumers."""
-    layer = next(layer for layer in config["layers"] if layer["name"] == name)
-    source = layer["inbound_nodes"][0]["args"][0]["config"]["keras_history"]
-    config["layers"] = _replace_history([other for other in config["layers"] if other is not layer], name, source)
-    config["output_layers"] = _replace_history(config["output_layers"], name, source)
-    return source[0]
-
-
-def _references(structure):
-    """Every reference to a layer's output (a dict with `keras_history`) in a functional config, in order."""
-    if isinstance(structure, dict):
-        if "keras_history" in structure:
-            yield structure
-        for value in structure.values():
-            yield from _references(value)
-    elif isinstance(structure, list):
-        for value in structure:
-            yield from _references(value)
-
-
-def _inputs_of(layer):
-    """Names of the layers whose outputs feed `layer` (its first call) in a functional config."""
-    return [reference["keras_history"][0] for reference in _references(layer["inbound_nodes"])]
-
-
-def _copy_layer(template, name, inputs):
-    """A copy of config entry `template` named `name`, fed by the layers named in `inputs` (in order)."""
-    layer = json.loads(json.dumps(template))
-    layer["name"] = layer["config"]["name"] = name
-    for reference, source in zip(list(_references(layer["inbound_nodes"])), inputs, strict=True):
-        reference["keras_history"] = [source, 0, 0]
-    return layer
-
-
-def _add_identity_blocks(config):
-    """After every residual block (an Add, then a ReLU), one more identity block of the same width.
-
-    The new block copies the layers of the block before it: 3x3 convolution, batch
-    normalization, ReLU, 3x3 convolution, batch normalization, added to its input, ReLU; the
-    consumers of the old block's output now read the new one's.
+    keras.models.clone_model rebuilds every layer from its own config, changed on the way:
+    `width` scales the filters of every Conv2D (in the residual network the stem, both
+    convolutions of each block and the 1x1 shortcuts alike, so the additions still match);
+    `dtype_policy` (such as "mixed_bfloat16") replaces the float32 policy the layers carry.
     """
-    layers = config["layers"]
-    by_name = {layer["name"]: layer for layer in layers}
+    def rebuilt(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.Conv2D) and width != 1.0:
+            config["filters"] = max(1, round(config["filters"] * width))
+        if dtype_policy:
+            config["dtype"] = dtype_policy
+        return type(layer).from_config(config)
 
-    def block_of(add):
-        """(add, output ReLU, its second normalization and convolution, the ReLU before that), or None."""
-        outputs = [layer for layer in layers if _inputs_of(layer) == [add["name"]] and layer["class_name"] == "ReLU"]
-        norm = by_name[_inputs_of(add)[0]]
-        if not outputs or norm["class_name"] != "BatchNormalization":
-            return None
-        convolution = by_name[_inputs_of(norm)[0]]
-        if convolution["class_name"] != "Conv2D" or tuple(convolution["config"]["strides"]) != (1, 1):
-            return None
-        before = by_name[_inputs_of(convolution)[0]]
-        return (add, outputs[0], norm, convolution, before) if before["class_name"] == "ReLU" else None
-
-    blocks = [block for block in map(block_of, [layer for layer in layers if layer["class_name"] == "Add"]) if block]
-    if not blocks:
-        raise ValueError("the model has no residual block (convolution, normalization, Add, ReLU) to repeat.")
-    for number, (add, output, second_norm, second_convolution, relu_template) in enumerate(blocks):
-        prefix = f"extra_block_{number}"
-        new = [
-            _copy_layer(second_convolution, f"{prefix}_conv_a", [output["name"]]),
-            _copy_layer(second_norm, f"{prefix}_norm_a", [f"{prefix}_conv_a"]),
-            _copy_layer(relu_template, f"{prefix}_relu_a", [f"{prefix}_norm_a"]),
-            _copy_layer(second_convolution, f"{prefix}_conv_b", [f"{prefix}_relu_a"]),
-            _copy_layer(second_norm, f"{prefix}_norm_b", [f"{prefix}_conv_b"]),
-            _copy_layer(add, f"{prefix}_add", [f"{prefix}_norm_b", output["name"]]),
-            _copy_layer(output, f"{prefix}_output", [f"{prefix}_add"]),
-        ]
-        for layer in new:
-            layer.pop("build_config", None)
-        consumers = [layer for layer in layers if output["name"] in _inputs_of(layer)]
-        for layer in consumers:
-            layer["inbound_nodes"] = _replace_history(layer["inbound_nodes"], output["name"],
-                                                      [f"{prefix}_output", 0, 0])
-        config["output_layers"] = _replace_history(config["output_layers"], output["name"], [f"{prefix}_output", 0, 0])
-        position = layers.index(output) + 1
-        layers[position:position] = new
-
-
-def vary_architecture(model, width=1.0, strided_first_convolution=False, batch_normalization=True,
-                      dtype_policy=None, extra_blocks=False):
-    """A notebook model's architecture with one thing changed, as a new model with fresh weights.
-
-    The saved model's functional config is edited and rebuilt with keras.Model.from_config,
-    so the variant keeps everything else of the notebook's model (regularizers, dropout,
-    initializers). `width` scales the filters of every Conv2D (in the residual network the
-    stem, both convolutions of each block and the 1x1 shortcuts alike, so the additions still
-    match); `strided_first_convolution` gives the first Conv2D stride 2 and removes the first
-    max-pooling after it; `batch_normalization=False` removes every BatchNormalization and
-    gives the layer before it a bias; `dtype_policy` (such as "mixed_bfloat16") replaces the
-    float32 policy the saved layers carry; `extra_blocks` follows every residual block with one
-    more of the same width (twice the depth at each resolution).
-    """
-    # A JSON round trip turns the config's tuples into lists, which the edits below expect.
-    config = json.loads(json.dumps(model.get_config()))
-    for layer in config["layers"]:
-        # Built shapes are rebuilt on the first call; stale ones would clash with changed widths.
-        layer.pop("build_config", None)
-        if layer["class_name"] == "Conv2D" and width != 1.0:
-            layer["config"]["filters"] = max(1, round(layer["config"]["filters"] * width))
-        if dtype_policy and layer["class_name"] != "InputLayer":
-            layer["config"]["dtype"] = dtype_policy
-    if strided_first_convolution:
-        convolutions = [layer for layer in config["layers"] if layer["class_name"] == "Conv2D"]
-        if not convolutions:
-            raise ValueError(f"{model.name}: has no Conv2D layer to give stride 2.")
-        convolutions[0]["config"]["strides"] = [2, 2]
-        after = config["layers"][config["layers"].index(convolutions[0]):]
-        pooling = next((layer for layer in after if layer["class_name"] == "MaxPooling2D"), None)
-        if pooling is None:
-            raise ValueError(f"{model.name}: no max-pooling follows its first convolution; it strides already.")
-        _remove_layer(config, pooling["name"])
-    if not batch_normalization:
-        for name in [layer["name"] for layer in config["layers"] if layer["class_name"] == "BatchNormalization"]:
-            source = _remove_layer(config, name)
-            feeding = next(layer for layer in config["layers"] if layer["name"] == source)
-            if "use_bias" in feeding["config"]:
-                feeding["config"]["use_bias"] = True
-    if extra_blocks:
-        _add_identity_blocks(config)
-    return keras.Model.from_config(config)
-
-
-# ==================== Training levers ================================================
+    return keras.models.clone_model(model, clone_function=rebuilt)
 
 
 def toggled_augmentation(augmentation, group):
@@ -294,25 +171,26 @@ def toggled_augmentation(augmentation, group):
 def lever_changes(name, training):
     """What training lever `name` changes in the base recipe `training`.
 
-    Returns a dict: `training` (overrides of the recorded settings) and any of `width`, `extra_blocks`,
-    `label_smoothing`, `use_ema`, `all_training_images`.
+    Returns a dict: `training` (overrides of the recorded settings, which helpers.fit_recipe
+    reads), or `width`, or `all_training_images`.
     """
     if name == "elastic_distortions":
         return {"training": {"augmentation": toggled_augmentation(training["augmentation"], ELASTIC)}}
+    if name == "elastic_grid":
+        current = {key: value for key, value in (training["augmentation"] or {}).items() if not key.startswith("elastic")}
+        return {"training": {"augmentation": {**current, **ELASTIC_GRID}}}
     if name == "photometric_augmentation":
         return {"training": {"augmentation": toggled_augmentation(training["augmentation"], PHOTOMETRIC)}}
     if name == "label_smoothing":
-        return {"label_smoothing": LABEL_SMOOTHING}
+        return {"training": {"label_smoothing": LABEL_SMOOTHING}}
     if name == "weight_averaging":
-        return {"use_ema": True}
+        return {"training": {"use_ema": True}}
     if name in ("peak_x0.5", "peak_x2"):
         return {"training": {"learning_rate": training["learning_rate"] * float(name.split("_x")[1])}}
     if name == "batch_size":
         return {"training": {"batch_size": 64 if training["batch_size"] == LEVER_BATCH_SIZE else LEVER_BATCH_SIZE}}
     if name in ("width_x0.5", "width_x2"):
         return {"width": float(name.split("_x")[1])}
-    if name == "depth_x2":
-        return {"extra_blocks": True}
     if name == "all_training_images":
         return {"all_training_images": True}
     if name in ("base", "test_time_augmentation"):
@@ -340,43 +218,35 @@ def train_lever(name, base_training, settings, splits, seed):
     training = {**base_training, **changes.get("training", {})}
     keras.utils.set_random_seed(seed)
     model = recipes.fresh_model(settings["model"], settings["models_dir"])
-    architecture = {key: changes[key] for key in ("width", "extra_blocks") if key in changes}
-    if architecture:
-        model = vary_architecture(model, **architecture)
+    if "width" in changes:
+        model = model_variant(model, width=changes["width"])
     if changes.get("all_training_images"):
         count = settings["all_images"]
         inputs, labels = splits.all_inputs[:count], splits.all_labels[:count]
     else:
         inputs, labels = splits.fit_inputs[:training["train_images"]], splits.fit_labels[:training["train_images"]]
-    helpers.compile_for_training(model, training, recipes.steps_per_epoch(len(inputs), training["batch_size"]))
-    # A lever that changes the loss or the optimizer recompiles with that one change, keeping
-    # the optimizer (and its schedule) that compile_for_training chose.
-    if changes.get("label_smoothing"):
-        labels = recipes.one_hot(labels)
-        model.compile(optimizer=model.optimizer, metrics=["accuracy"],
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=changes["label_smoothing"]))
-    if changes.get("use_ema"):
-        optimizer = type(model.optimizer).from_config({**model.optimizer.get_config(), "use_ema": True})
-        model.compile(optimizer=optimizer, loss=model.loss, metrics=["accuracy"])
     evaluations = {}
     if name == "base":
         evaluations["shifted"] = recipes.EpochEvaluation(lambda trained: helpers.accuracy(
-            helpers.shifted_predictions(trained, splits.test_inputs), splits.test_labels))
-    if changes.get("use_ema"):
+            recipes.shifted_predictions(trained, splits.test_inputs), splits.test_labels))
+    if training.get("use_ema"):
         evaluations["averaged"] = recipes.EpochEvaluation(averaged_weights_accuracy(splits.test_inputs,
                                                                                     splits.test_labels))
     clock = recipes.fit_notebook_recipe(model, training, inputs, labels, splits, seed, f"{name} seed {seed}",
                                         validation=not changes.get("all_training_images"),
                                         callbacks=list(evaluations.values()))
     averaged = evaluations.get("averaged")
+    validation = None if changes.get("all_training_images") else (splits.validation_inputs, splits.validation_labels)
     record = recipes.run_record(model, clock, len(inputs), splits.test_inputs, splits.test_labels, seed,
-                                test_accuracy=averaged.values if averaged else None)
+                                test_accuracy=averaged.values if averaged else None, validation=validation)
     if averaged:
         record["test_accuracy_without_averaging"] = [round(value, 4) for value in clock.test_accuracy]
     if "shifted" in evaluations:
         record["test_accuracy_shifted"] = [round(value, 4) for value in evaluations["shifted"].values]
         record["final_test_accuracy_shifted"] = round(helpers.accuracy(
-            helpers.shifted_predictions(model, splits.test_inputs), splits.test_labels), 4)
+            recipes.shifted_predictions(model, splits.test_inputs), splits.test_labels), 4)
+        record["final_validation_accuracy_shifted"] = round(helpers.accuracy(
+            recipes.shifted_predictions(model, splits.validation_inputs), splits.validation_labels), 4)
     return record
 
 
@@ -387,6 +257,9 @@ def shifted_records(base_records):
         shifted = dict(record)
         shifted["test_accuracy"] = record["test_accuracy_shifted"]
         shifted["final_test_accuracy"] = record["final_test_accuracy_shifted"]
+        if "final_validation_accuracy_shifted" in record:
+            shifted["final_validation_accuracy"] = record["final_validation_accuracy_shifted"]
+            shifted["final_validation_accuracy_plain"] = record.get("final_validation_accuracy")
         shifted["test_accuracy_plain"] = record["test_accuracy"]
         shifted["seconds_to"] = recipes.seconds_to_thresholds(record["epoch_seconds"], record["epoch_cpu_seconds"],
                                                               record["test_accuracy_shifted"])
@@ -419,7 +292,7 @@ def run_training_levers(names, arguments, base_training, run, splits):
         if name == "test_time_augmentation":
             base = read_levers(arguments.output)["training"]["base"]
             records = shifted_records(list(base["seeds"].values()))
-            changes = {"evaluation": {"shifts": [list(shift) for shift in helpers.ONE_PIXEL_SHIFTS]}}
+            changes = {"evaluation": {"shifts": [list(shift) for shift in recipes.ONE_PIXEL_SHIFTS]}}
         else:
             try:
                 changes = lever_changes(name, base_training)
@@ -461,7 +334,7 @@ def measure_throughput(name, arguments):
     keras.utils.set_random_seed(0)
     model = recipes.fresh_model(model_name, arguments.models_dir)
     if "variant" in settings or "policy" in settings:
-        model = vary_architecture(model, **settings.get("variant", {}), dtype_policy=settings.get("policy"))
+        model = model_variant(model, **settings.get("variant", {}), dtype_policy=settings.get("policy"))
     (train_images, train_labels), _ = helpers.load_mnist(arguments.data_dir)
     images, labels = train_images[:sizes["throughput_images"]], train_labels[:sizes["throughput_images"]]
     if settings.get("dtype") == "float32":
@@ -494,14 +367,14 @@ def measure_throughput(name, arguments):
         wall_seconds.append(time.perf_counter() - wall_start)
         cpu_seconds.append(time.process_time() - cpu_start)
     images_per_second = len(inputs) / float(np.median(wall_seconds))
-    multiply_adds = helpers.count_multiply_adds(model)
+    multiply_adds = recipes.count_multiply_adds(model)
     return {"model": model_name, "batch_size": batch_size, "parameters": int(model.count_params()),
             "images_per_second": round(images_per_second),
             "seconds_per_60k_images": round(60000 / images_per_second, 1),
             "epoch_seconds": [round(value, 2) for value in wall_seconds],
             "cpu_seconds_per_1k_images": round(1000 * float(np.median(cpu_seconds)) / len(inputs), 3),
             "multiply_adds_per_image": multiply_adds,
-            "training_gflops_per_second": round(helpers.training_gflops(multiply_adds, images_per_second), 1)}
+            "training_gflops_per_second": round(recipes.training_gflops(multiply_adds, images_per_second), 1)}
 
 
 def run_throughput_levers(names, arguments):
@@ -517,7 +390,8 @@ def run_throughput_levers(names, arguments):
             command.append("--quick")
         completed = subprocess.run(command, capture_output=True, text=True, cwd=recipes.PROJECT_ROOT,
                                    env={**os.environ, **settings.get("environment", {})})
-        entry = {"description": description, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        entry = {"description": description, "reference": settings.get("reference"),
+                 "date": datetime.datetime.now().isoformat(timespec="seconds"),
                  "images": QUICK["throughput_images"] if arguments.quick else THROUGHPUT_IMAGES}
         if completed.returncode != 0:
             lines = completed.stderr.strip().splitlines() or ["no output"]
@@ -590,13 +464,7 @@ def run_augmentation_speed(names, arguments, base_training, splits):
 
 def read_levers(path):
     """What levers.json holds so far ({} when there is no file)."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot be read as JSON ({error}); restore it with git or delete it.") from error
+    return helpers.read_json(path, "levers file") if Path(path).is_file() else {}
 
 
 def save_lever(path, section, name, entry):

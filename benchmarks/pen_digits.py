@@ -9,7 +9,6 @@ Run from the project root: .venv/bin/python -m benchmarks.pen_digits
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import keras
@@ -56,19 +55,15 @@ def main():
         keras.utils.set_random_seed(42)
         model = keras.models.clone_model(base)
         model.set_weights(base.get_weights())
-        helpers.compile_for_training(model, fine_tune, int(np.ceil(len(images) / fine_tune["batch_size"])))
-        data = helpers.make_dataset(images, labels, fine_tune["batch_size"], shuffle=True, seed=42,
-                                    augmentation=recipes.augmentation_for(fine_tune, 42))
-        start, cpu_start = time.perf_counter(), time.process_time()
-        model.fit(data, epochs=arguments.epochs, verbose=0)
         name = f"fine-tuned, pen digits x{repeats}" if repeats else "fine-tuned, MNIST only"
+        _, seconds, cpu_seconds = helpers.fit_recipe(model, fine_tune, images, labels, None, 42, name)
         results[name] = {**measure(model, pen_inputs, pen_labels, pen_writers, splits),
-                         "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}
+                         "seconds": seconds, "cpu_seconds": cpu_seconds}
     for name, entry in results.items():
         if isinstance(entry, dict):
             print(f"{name:>28}: pen writers 16-20 {entry['accuracy'] * 100:.2f}% (worst {entry['worst_writer'] * 100:.1f}%), "
                   f"MNIST validation {entry['mnist_validation'] * 100:.2f}%")
-    arguments.output.write_text(json.dumps(results, indent=1) + "\n")
+    arguments.output.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

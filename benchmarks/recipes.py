@@ -117,11 +117,6 @@ def notebook_training(name, metrics_path=METRICS_PATH):
     return {**training, "train_images": training.get("train_images") or run["train_images"]}, run
 
 
-def augmentation_for(training, seed):
-    """The recipe's training-time augmentation layers, or None when it has none."""
-    return helpers.augmentation_layers(training["augmentation"], seed) if training.get("augmentation") else None
-
-
 # ==================== Data ===========================================================
 
 
@@ -164,18 +159,100 @@ def load_splits(data_dir, validation_split, quick=False, seed=42, split_by="writ
                   helpers.to_model_input(test_images), test_labels)
 
 
-def one_hot(labels):
-    """Integer labels (N,) as float32 one-hot rows (N, 10), for a categorical cross-entropy."""
-    return np.eye(helpers.NUM_CLASSES, dtype=np.float32)[labels]
-
-
 # ==================== Measuring ======================================================
+
+
+class EpochTestAccuracy(keras.callbacks.Callback):
+    """Times each epoch (wall and CPU seconds), then measures test accuracy once the clocks have stopped.
+
+    Validation accuracy, where fit has a validation split, is kept too (`validation_accuracy`),
+    so a choice can rest on it rather than on the test set.
+    """
+
+    def __init__(self, test_inputs, test_labels, name: str = "", batch_size: int = 1024):
+        super().__init__()
+        self.test_inputs, self.test_labels, self.name, self.batch_size = test_inputs, test_labels, name, batch_size
+        self.epoch_seconds, self.epoch_cpu_seconds, self.test_accuracy = [], [], []
+        self.validation_accuracy = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.perf_counter() - self.started)
+        self.epoch_cpu_seconds.append(time.process_time() - self.cpu_started)
+        probabilities = self.model.predict(self.test_inputs, batch_size=self.batch_size, verbose=0)
+        self.test_accuracy.append(helpers.accuracy(probabilities, self.test_labels))
+        validation = ""
+        if logs and "val_accuracy" in logs:
+            self.validation_accuracy.append(float(logs["val_accuracy"]))
+            validation = f", validation {self.validation_accuracy[-1] * 100:.2f}%"
+        print(f"  {self.name} epoch {epoch + 1:2d}: {self.epoch_seconds[-1]:5.1f} s, "
+              f"{self.epoch_cpu_seconds[-1]:5.1f} CPU-s (total {sum(self.epoch_seconds):6.1f} s), "
+              f"test accuracy {self.test_accuracy[-1] * 100:.2f}%{validation}", flush=True)
+
+
+
+def count_multiply_adds(model) -> int:
+    """Multiply-adds of one forward pass of one image through a built Keras model.
+
+    Counts Conv2D (any stride, padding or groups), DepthwiseConv2D and Dense layers, in
+    nested models too. Batch normalization, activations, pooling and additions are left
+    out: they are few multiply-adds, though on a CPU not free in memory traffic.
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_multiply_adds(layer)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, height, width, channels = layer.output.shape
+            total += height * width * channels * math.prod(layer.kernel_size)
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, height, width, filters = layer.output.shape
+            input_channels = layer.input.shape[-1]
+            total += height * width * filters * math.prod(layer.kernel_size) * input_channels // layer.groups
+        elif isinstance(layer, keras.layers.Dense):
+            total += math.prod(layer.input.shape[1:]) * layer.units
+    return int(total)
+
+
+def training_gflops(multiply_adds: int, images_per_second: float) -> float:
+    """Training GFLOP/s: 2 FLOPs per multiply-add, 3 forward-pass equivalents per training image."""
+    return 2 * 3 * multiply_adds * images_per_second / 1e9
+
+
+
+ONE_PIXEL_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def shifted_predictions(model, inputs, shifts=ONE_PIXEL_SHIFTS, batch_size: int = 1024) -> np.ndarray:
+    """Test-time augmentation: the model's probabilities averaged over copies of the images moved by each shift.
+
+    `inputs` are model inputs (N, 28, 28, 1); each shift is (rows down, columns right) in
+    pixels, and the pixels moved in at the border are 0, MNIST's background. The default
+    averages the image itself and its four 1-pixel shifts, so it costs five predictions.
+    """
+    inputs = np.asarray(inputs, dtype=np.float32)
+    height, width = inputs.shape[1:3]
+    total = None
+    for rows, columns in shifts:
+        if abs(rows) >= height or abs(columns) >= width:
+            raise ValueError(f"shift ({rows}, {columns}) moves the whole {height}x{width} image out of view; "
+                             "use shifts of a few pixels.")
+        shifted = np.zeros_like(inputs)
+        shifted[:, max(rows, 0):height + min(rows, 0), max(columns, 0):width + min(columns, 0)] = \
+            inputs[:, max(-rows, 0):height + min(-rows, 0), max(-columns, 0):width + min(-columns, 0)]
+        probabilities = np.asarray(model.predict(shifted, batch_size=batch_size, verbose=0), dtype=np.float64)
+        total = probabilities if total is None else total + probabilities
+    return (total / len(shifts)).astype(np.float32)
+
+
 
 
 class EpochEvaluation(keras.callbacks.Callback):
     """Calls `evaluate(model)` after each epoch and keeps what it returns.
 
-    Put it after `helpers.EpochTestAccuracy` in the callback list: that one's clocks have
+    Put it after `EpochTestAccuracy` in the callback list: that one's clocks have
     stopped by then and the next epoch's have not started, so this evaluation is not timed.
     """
 
@@ -205,17 +282,22 @@ def inference_images_per_second(model, test_inputs):
     return len(test_inputs) / (time.perf_counter() - start)
 
 
-def run_record(model, clock, images_per_epoch, test_inputs, test_labels, seed, test_accuracy=None):
+def run_record(model, clock, images_per_epoch, test_inputs, test_labels, seed, test_accuracy=None, validation=None):
     """One training run: its epochs' seconds and test accuracy, what it reached when, and its throughput.
 
     `test_accuracy` replaces the clock's per-epoch numbers where a lever evaluates otherwise
-    (averaged weights). The final test accuracy is measured on the model as fit left it.
+    (averaged weights). The final test accuracy, and the final validation accuracy when
+    `validation` (inputs, labels) is given, are measured on the model as fit left it (for
+    weight averaging: the averages).
     """
     test_accuracy = clock.test_accuracy if test_accuracy is None else test_accuracy
     training_seconds = sum(clock.epoch_seconds)
     training_rate = images_per_epoch * len(clock.epoch_seconds) / training_seconds
-    multiply_adds = helpers.count_multiply_adds(model)
+    multiply_adds = count_multiply_adds(model)
+    final_validation = {} if validation is None else {"final_validation_accuracy": round(helpers.accuracy(
+        model.predict(validation[0], batch_size=INFERENCE_BATCH, verbose=0), validation[1]), 4)}
     return {
+        **final_validation,
         "seed": seed,
         "train_images_per_epoch": images_per_epoch,
         "epoch_seconds": [round(value, 2) for value in clock.epoch_seconds],
@@ -228,31 +310,21 @@ def run_record(model, clock, images_per_epoch, test_inputs, test_labels, seed, t
         "train_images_per_second": round(training_rate),
         "inference_images_per_second": round(inference_images_per_second(model, test_inputs)),
         "multiply_adds_per_image": multiply_adds,
-        "training_gflops_per_second": round(helpers.training_gflops(multiply_adds, training_rate), 1),
+        "training_gflops_per_second": round(training_gflops(multiply_adds, training_rate), 1),
         "parameters": int(model.count_params()),
     }
 
 
 def fit_notebook_recipe(model, training, inputs, labels, splits, seed, name, validation=True, callbacks=()):
-    """Train a compiled clone the way the notebook trains its models; returns the epoch clock.
+    """Train a fresh clone with the notebook's own training path (helpers.fit_recipe); returns the epoch clock.
 
-    float32 inputs in a cached, shuffled, prefetched tf.data pipeline with the recipe's
-    augmentation, the validation split evaluated after each epoch as the notebook does (its
-    time counts in the epoch), and early stopping on validation accuracy where the recipe has it.
-    `callbacks` run after the clock (see EpochEvaluation).
+    The clock times each epoch (the validation pass included, as in the notebook) and then
+    measures test accuracy; `callbacks` run after it (see EpochEvaluation).
     """
-    data = helpers.make_dataset(inputs, labels, training["batch_size"], shuffle=True, seed=seed,
-                                augmentation=augmentation_for(training, seed))
-    clock = helpers.EpochTestAccuracy(splits.test_inputs, splits.test_labels, name, INFERENCE_BATCH)
-    validation_data, stopping = None, []
-    if validation:
-        validation_labels = splits.validation_labels if labels.ndim == 1 else one_hot(splits.validation_labels)
-        validation_data = helpers.make_dataset(splits.validation_inputs, validation_labels, INFERENCE_BATCH)
-        if training.get("early_stopping_patience"):
-            stopping = [keras.callbacks.EarlyStopping(monitor="val_accuracy", restore_best_weights=True,
-                                                      patience=training["early_stopping_patience"])]
-    model.fit(data, validation_data=validation_data, epochs=training["epochs"], verbose=0, shuffle=False,
-              callbacks=[clock, *callbacks, *stopping])
+    clock = EpochTestAccuracy(splits.test_inputs, splits.test_labels, name, INFERENCE_BATCH)
+    helpers.fit_recipe(model, training, inputs, labels,
+                       (splits.validation_inputs, splits.validation_labels) if validation else None,
+                       seed, name, [clock, *callbacks])
     return clock
 
 
@@ -289,8 +361,8 @@ def summarize_seeds(records):
         "seeds": len(records),
         "final_test_accuracy": spread([record["final_test_accuracy"] for record in records]),
         # The last epoch's validation accuracy (none for a fit on all training images).
-        "final_validation_accuracy": spread([record["validation_accuracy"][-1] for record in records
-                                             if record.get("validation_accuracy")]),
+        "final_validation_accuracy": spread([record.get("final_validation_accuracy", record["validation_accuracy"][-1])
+                                             for record in records if record.get("validation_accuracy")]),
         "seconds_to": seconds_to,
         "training_seconds": spread([sum(record["epoch_seconds"]) for record in records]),
         "training_cpu_seconds": spread([sum(record["epoch_cpu_seconds"]) for record in records]),

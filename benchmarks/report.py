@@ -7,8 +7,6 @@ a file that a run wrote, never from memory. A table whose results do not exist y
     python -m benchmarks.report
 """
 
-import json
-import re
 from pathlib import Path
 
 import helpers
@@ -19,15 +17,9 @@ RECIPES = ("original", "best")
 NOT_MEASURED = "not measured yet"
 
 
-def read_optional_json(path):
-    """A JSON file's content, or None when there is no file."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot be read as JSON ({error}); restore it with git or measure again.") from error
+def read_optional_json(path, what):
+    """A JSON file's content (read by the project's one JSON reader), or None when there is no file."""
+    return helpers.read_json(path, what) if Path(path).is_file() else None
 
 
 def percent(value):
@@ -120,6 +112,30 @@ def time_to_accuracy_markdown(results):
     return "\n".join(lines)
 
 
+def lengths_markdown(results):
+    """Complete runs of the best recipe of several lengths, against the original recipe's training seconds."""
+    lengths = results["lengths"]
+    fast = lengths["fast_recipe_epochs"]
+    lines = [
+        f"Complete runs of the best recipe ({results['recipes']['best']['model']}), each a whole run of its "
+        "length with its schedule fitted to it, measured in the same process as the original recipe "
+        f"({results['cpu']}, {seeds_text(results['seeds'])}). The fast recipe is the fewest epochs whose final "
+        f"test accuracy, mean over the seeds, is at least {lengths['target']:.1%}: "
+        + (f"**{fast} epochs**." if fast else "**none of these lengths reached it**."),
+        "",
+        "| epochs | final test accuracy | final validation accuracy | training s | CPU s | "
+        "x the original's seconds | x the original's CPU s |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for entry in lengths["runs"].values():
+        validation = entry.get("final_validation_accuracy")
+        lines.append(f"| {entry['epochs']} | {accuracy_text(entry['final_test_accuracy'])} | "
+                     f"{accuracy_text(validation) if validation else ''} | "
+                     f"{seconds_text(entry['training_seconds'])} | {seconds_text(entry['training_cpu_seconds'])} | "
+                     f"{entry['ratio_to_original_seconds']:.2f} | {entry['ratio_to_original_cpu_seconds']:.2f} |")
+    return "\n".join(lines)
+
+
 # ==================== Training levers ================================================
 
 
@@ -159,6 +175,8 @@ def change_text(entry):
             parts.append(f"peak {value:g}")
         elif key == "batch_size":
             parts.append(f"batch {value}")
+        elif key in ("label_smoothing", "use_ema"):
+            parts.append(f"{key} {value}")
     if "width" in changes:
         parts.append(f"filters x{changes['width']:g}")
     if changes.get("extra_blocks"):
@@ -168,15 +186,22 @@ def change_text(entry):
     return "; ".join(parts)
 
 
-def training_levers_markdown(levers):
-    """One row per training lever, measured or not: final accuracy, change against the base, CPU per epoch, verdict."""
-    measured = {name: entry for name, entry in (levers or {}).get("training", {}).items()
+def training_levers_markdown(levers, section="training"):
+    """One row per training lever, measured or not: final accuracy, change against the base, CPU per epoch, verdict.
+
+    `section` is "training" (the levers measured now) or "training_8_epochs" (the first study, kept
+    as it was measured, levers since removed included).
+    """
+    measured = {name: entry for name, entry in (levers or {}).get(section, {}).items()
                 if not entry["setup"].get("quick")}
     base = measured.get("base")
     lines = []
     if base:
         setup, training = base["setup"], base["setup"]["base_training"]
         augmentation = ", ".join(f"{key} {value}" for key, value in (training["augmentation"] or {}).items()) or "none"
+        split = ("the last 12,000 training images" if section == "training_8_epochs" else
+                 "whole writers, none of whom wrote a training digit; measured after the last epoch, for weight "
+                 "averaging with the averages")
         lines += [
             f"Training levers, each changing one thing of the base: the notebook's `{setup['model']}` cloned from "
             "`saved_models/` and trained with the recipe `figures/metrics.json` recorded when the base was measured "
@@ -184,7 +209,7 @@ def training_levers_markdown(levers):
             f"{setup['train_images']:,} images, batch {training['batch_size']}, {training['schedule']} schedule with "
             f"peak {training['learning_rate']:g}, augmentation: {augmentation}), {seeds_text(setup['seeds'])}; base "
             f"measured {base['date'][:10]}. Final test and validation accuracy: mean over the seeds (lowest-highest); "
-            "the validation split (the last 12,000 training images) is what a choice of recipe rests on; its cell is "
+            f"the validation split ({split}) is what a choice of recipe rests on; its cell is "
             "blank for runs measured before it was recorded and for the fit on all training images. CPU seconds "
             "per epoch: the median epoch of all seeds, the validation pass included.",
             "",
@@ -194,7 +219,9 @@ def training_levers_markdown(levers):
     lines += ["| lever | what changes | final test accuracy | change vs base | final validation accuracy | "
               "CPU s per epoch | verdict |",
               "| --- | --- | --- | ---: | --- | ---: | --- |"]
-    for name, description in lever_definitions.TRAINING_LEVERS.items():
+    listed = lever_definitions.TRAINING_LEVERS if section == "training" else {}
+    for name, description in {**listed, **{name: entry["description"] for name, entry in measured.items()
+                                           if name not in listed}}.items():
         entry = measured.get(name)
         if entry is None:
             lines.append(f"| `{name}` | {description} | {NOT_MEASURED} | | | | |")
@@ -263,10 +290,9 @@ def throughput_markdown(levers):
         if "error" in entry:
             lines.append(f"| `{name}` | {entry['description']} | failed: {entry['error']} | | | | |")
             continue
-        reference = re.search(r"\(vs (\w+)\)", entry["description"])
-        speedup = ""
-        if reference and "images_per_second" in throughput.get(reference.group(1), {}):
-            speedup = f"x{entry['images_per_second'] / throughput[reference.group(1)]['images_per_second']:.2f}"
+        reference, speedup = entry.get("reference"), ""
+        if reference and "images_per_second" in throughput.get(reference, {}):
+            speedup = f"x{entry['images_per_second'] / throughput[reference]['images_per_second']:.2f} vs `{reference}`"
         cpu = entry.get("cpu_seconds_per_1k_images")
         lines.append(f"| `{name}` | {entry['description']} | {entry['images_per_second']:,} | "
                      f"{entry['seconds_per_60k_images']:.1f} | {speedup} | {'' if cpu is None else f'{cpu:.3f}'} | "
@@ -294,9 +320,9 @@ def notebook_cost_markdown(metrics, models_dir, ceiling=None):
         path = Path(models_dir) / f"{name}.keras"
         if "members" in entry or not path.is_file():
             continue
-        multiply_adds = helpers.count_multiply_adds(helpers.load_saved_model(path))
+        multiply_adds = recipes.count_multiply_adds(helpers.load_saved_model(path))
         images_per_second = train_images * entry["epochs"] / entry["train_seconds"]
-        gflops = helpers.training_gflops(multiply_adds, images_per_second)
+        gflops = recipes.training_gflops(multiply_adds, images_per_second)
         lines.append(f"| `{name}` | {multiply_adds:,} | {entry['params']:,} | {images_per_second:,.0f} | "
                      f"{gflops:.1f} |")
     if ceiling:
@@ -340,18 +366,22 @@ def performance_summary(results):
 
 def main(root=recipes.PROJECT_ROOT):
     root = Path(root)
-    results = read_optional_json(root / "benchmarks" / "results.json")
+    results = read_optional_json(root / "benchmarks" / "results.json", "benchmark results file")
     if results is not None and results.get("quick"):
         raise ValueError(f"{root / 'benchmarks' / 'results.json'}: comes from a --quick run; run "
                          "`python -m benchmarks.time_to_accuracy` without --quick first.")
     if results is not None and "recipes" not in results:
         raise ValueError(f"{root / 'benchmarks' / 'results.json'}: written by an older benchmark (no 'recipes'); "
                          "run `make benchmark` to measure again.")
-    levers = read_optional_json(root / "benchmarks" / "levers.json") or {}
-    metrics = read_optional_json(root / "figures" / "metrics.json")
+    levers = read_optional_json(root / "benchmarks" / "levers.json", "levers file") or {}
+    metrics = read_optional_json(root / "figures" / "metrics.json", "notebook metrics file")
 
-    parts = ["### Time to accuracy", time_to_accuracy_markdown(results),
-             "### Training levers", training_levers_markdown(levers)]
+    parts = ["### Time to accuracy", time_to_accuracy_markdown(results)]
+    if results and results.get("lengths"):
+        parts += ["### Shorter complete runs: the fast recipe", lengths_markdown(results)]
+    parts += ["### Training levers", training_levers_markdown(levers)]
+    if levers.get("training_8_epochs"):
+        parts += ["### Training levers, first study (8 epochs)", training_levers_markdown(levers, "training_8_epochs")]
     if levers.get("augmentation_speed"):
         parts += ["### Augmentation speed", augmentation_speed_markdown(levers)]
     if levers.get("throughput"):

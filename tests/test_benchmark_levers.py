@@ -1,5 +1,5 @@
-"""benchmarks/levers.py's pieces: architecture variants of a saved model, the levers' changes, and
-helpers.shifted_predictions (test-time augmentation)."""
+"""benchmarks/levers.py's pieces: width and dtype variants of a saved model, the levers' changes, and
+recipes.shifted_predictions (test-time augmentation)."""
 
 import keras
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from keras import layers
 
 import helpers
-from benchmarks import levers
+from benchmarks import levers, recipes
 
 BASE = {"epochs": 3, "batch_size": 64, "learning_rate": 3e-3, "schedule": "one_cycle", "warmup_fraction": 0.1,
         "augmentation": {"max_degrees": 10, "elastic_alpha": 34.0, "elastic_sigma": 4.0},
@@ -43,53 +43,17 @@ def of_class(model, name):
 def test_width_scales_every_convolution_and_keeps_the_residual_additions_matching():
     model = small_resnet()
     for width, expected in ((2.0, [8, 8, 16, 16]), (0.5, [2, 2, 4, 4])):
-        variant = levers.vary_architecture(model, width=width)
+        variant = levers.model_variant(model, width=width)
         assert sorted(layer.filters for layer in of_class(variant, "Conv2D")) == expected
         assert variant(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)
     assert sorted(layer.filters for layer in of_class(model, "Conv2D")) == [4, 4, 8, 8]  # the original is untouched
-    wide = levers.vary_architecture(model, width=2.0)
-    assert helpers.count_multiply_adds(wide) > 3 * helpers.count_multiply_adds(model)
-
-
-def test_extra_blocks_repeat_each_residual_block_with_its_width():
-    model = small_resnet()
-    # The first block (convolution, normalization, Add with the stem, ReLU) is a residual block the
-    # lever repeats; the second ends in an Add without normalization or ReLU, so it is left alone.
-    deeper = levers.vary_architecture(model, extra_blocks=True)
-    assert len(of_class(deeper, "Add")) == 3 and len(of_class(model, "Add")) == 2
-    assert sorted(layer.filters for layer in of_class(deeper, "Conv2D")) == [4, 4, 4, 4, 8, 8]
-    assert deeper(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)
-    # The next block reads the new block's output, not the old one's.
-    new_output = deeper.get_layer("extra_block_0_output").output
-    consumers = [layer for layer in deeper.layers if any(node.input_tensors and any(
-        tensor is new_output for tensor in node.input_tensors) for node in layer._inbound_nodes)]
-    assert {type(layer).__name__ for layer in consumers} == {"Conv2D"} and len(consumers) == 2
-    assert helpers.count_multiply_adds(deeper) > helpers.count_multiply_adds(model)
-    with pytest.raises(ValueError, match="no residual block"):
-        levers.vary_architecture(small_cnn_optimized(), extra_blocks=True)
-
-
-def test_strided_first_convolution_replaces_the_pooling_after_it():
-    model = small_cnn_optimized()
-    variant = levers.vary_architecture(model, strided_first_convolution=True)
-    assert of_class(variant, "Conv2D")[0].strides == (2, 2)
-    assert len(of_class(variant, "MaxPooling2D")) == 1
-    assert variant.output_shape == model.output_shape and variant.count_params() == model.count_params()
-    assert helpers.count_multiply_adds(variant) < helpers.count_multiply_adds(model)
-    assert of_class(variant, "Conv2D")[0].kernel_regularizer is not None  # the rest stays the notebook's
-    with pytest.raises(ValueError, match="strides already"):
-        levers.vary_architecture(small_resnet(), strided_first_convolution=True)
-
-
-def test_without_batch_normalization_the_layer_before_gets_a_bias():
-    variant = levers.vary_architecture(small_resnet(), batch_normalization=False)
-    assert not of_class(variant, "BatchNormalization")
-    assert [layer.use_bias for layer in of_class(variant, "Conv2D")][:2] == [True, True]
-    assert variant(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
+    assert of_class(levers.model_variant(small_cnn_optimized(), width=2.0), "Conv2D")[0].kernel_regularizer is not None
+    wide = levers.model_variant(model, width=2.0)
+    assert recipes.count_multiply_adds(wide) > 3 * recipes.count_multiply_adds(model)
 
 
 def test_dtype_policy_reaches_every_layer():
-    variant = levers.vary_architecture(small_cnn_optimized(), dtype_policy="mixed_bfloat16")
+    variant = levers.model_variant(small_cnn_optimized(), dtype_policy="mixed_bfloat16")
     assert {layer.dtype_policy.name for layer in variant.layers if not isinstance(layer, layers.InputLayer)} == {
         "mixed_bfloat16"}
 
@@ -111,8 +75,10 @@ def test_the_other_levers_change_one_thing():
     assert levers.lever_changes("batch_size", BASE) == {"training": {"batch_size": 128}}
     assert levers.lever_changes("batch_size", {**BASE, "batch_size": 128}) == {"training": {"batch_size": 64}}
     assert levers.lever_changes("width_x0.5", BASE) == {"width": 0.5}
-    assert levers.lever_changes("depth_x2", BASE) == {"extra_blocks": True}
-    assert levers.lever_changes("label_smoothing", BASE) == {"label_smoothing": 0.1}
+    assert levers.lever_changes("label_smoothing", BASE) == {"training": {"label_smoothing": 0.1}}
+    assert levers.lever_changes("weight_averaging", BASE) == {"training": {"use_ema": True}}
+    grid = levers.lever_changes("elastic_grid", BASE)["training"]["augmentation"]
+    assert grid == {"max_degrees": 10, **levers.ELASTIC_GRID}  # the base's own elastic settings are replaced
     assert levers.lever_changes("base", BASE) == {}
     assert len(set(levers.LEVER_NAMES)) == len(levers.LEVER_NAMES)  # one name selects one lever
     assert set(levers.LEVER_NAMES) >= {"base", "weight_averaging", "all_training_images", "test_time_augmentation",
@@ -126,14 +92,14 @@ def test_shifted_predictions_average_the_model_over_shifted_images():
     images = np.zeros((3, 28, 28, 1), np.float32)
     images[:, 5:20, 6:22] = np.random.default_rng(0).random((3, 15, 16, 1))  # a blank border: rolling = shifting
     expected = np.mean([model.predict(np.roll(images, shift, axis=(1, 2)), verbose=0)
-                        for shift in helpers.ONE_PIXEL_SHIFTS], axis=0)
-    np.testing.assert_allclose(helpers.shifted_predictions(model, images), expected, atol=1e-6)
-    np.testing.assert_allclose(helpers.shifted_predictions(model, images, shifts=((0, 0),)),
+                        for shift in recipes.ONE_PIXEL_SHIFTS], axis=0)
+    np.testing.assert_allclose(recipes.shifted_predictions(model, images), expected, atol=1e-6)
+    np.testing.assert_allclose(recipes.shifted_predictions(model, images, shifts=((0, 0),)),
                                model.predict(images, verbose=0), atol=1e-6)
     # A shift moves the image's content: the pixel at (5, 6) lands at (6, 6) and the border fills with 0.
     probe = keras.Model(inputs, layers.Flatten()(inputs))
-    shifted = helpers.shifted_predictions(probe, images, shifts=((1, 0),)).reshape(3, 28, 28)
+    shifted = recipes.shifted_predictions(probe, images, shifts=((1, 0),)).reshape(3, 28, 28)
     np.testing.assert_allclose(shifted[:, 6, 6], images[:, 5, 6, 0])
     assert not shifted[:, 0].any()
     with pytest.raises(ValueError, match="out of view"):
-        helpers.shifted_predictions(model, images, shifts=((28, 0),))
+        recipes.shifted_predictions(model, images, shifts=((28, 0),))

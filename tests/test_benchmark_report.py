@@ -131,17 +131,17 @@ def test_throughput_table_gives_speed_ups_against_the_named_reference_and_cpu_se
             "original": {"description": "original", "date": "2026-11-25T11:00:00", "images_per_second": 2000,
                          "seconds_per_60k_images": 30.0, "cpu_seconds_per_1k_images": 0.8,
                          "training_gflops_per_second": 31.6},
-            "batch_128": {"description": "batch 128 (vs original)", "date": "2026-11-26T11:00:00",
+            "batch_128": {"description": "batch 128", "reference": "original", "date": "2026-11-26T11:00:00",
                           "images_per_second": 2500, "seconds_per_60k_images": 24.0, "cpu_seconds_per_1k_images": 0.7,
                           "training_gflops_per_second": 39.5},
-            "bfloat16": {"description": "mixed_bfloat16 (vs batch_128)", "error": "not supported"},
+            "bfloat16": {"description": "mixed_bfloat16", "reference": "batch_128", "error": "not supported"},
         },
     }
     table = report.throughput_markdown(levers_content)
     assert "measured 2026-11-25 to 2026-11-26" in table
-    assert "| `batch_128` | batch 128 (vs original) | 2,500 | 24.0 | x1.25 | 0.700 | 39.5 |" in table
+    assert "| `batch_128` | batch 128 | 2,500 | 24.0 | x1.25 vs `original` | 0.700 | 39.5 |" in table
     assert "| `original` | original | 2,000 | 30.0 |  | 0.800 | 31.6 |" in table
-    assert "| `bfloat16` | mixed_bfloat16 (vs batch_128) | failed: not supported | | | | |" in table
+    assert "| `bfloat16` | mixed_bfloat16 | failed: not supported | | | | |" in table
 
 
 def test_notebook_cost_counts_multiply_adds_on_the_saved_model(tmp_path):
@@ -159,3 +159,22 @@ def test_notebook_cost_counts_multiply_adds_on_the_saved_model(tmp_path):
     assert f"| `tiny` | {multiply_adds:,} | 62,810 | 4,800 | {gflops:.1f} |" in table
     assert "missing" not in table and "ensemble" not in table
     assert "100.0 GFLOP/s" in table
+
+
+def test_lengths_table_names_the_fast_recipe_from_complete_runs():
+    from benchmarks import time_to_accuracy
+
+    original = [record(42, [0.985, 0.990], [11.0, 11.0]), record(7, [0.986, 0.991], [10.0, 12.0])]
+    short = [record(42, [0.990, 0.9952], [6.0, 6.0]), record(7, [0.991, 0.9950], [6.0, 7.0])]
+    shorter = [record(42, [0.9940], [6.0]), record(7, [0.9950], [6.0])]
+    full = [record(42, [0.991, 0.996, 0.997], [6.0, 6.0, 6.0]), record(7, [0.99, 0.996, 0.9968], [6.0, 6.0, 6.0])]
+    lengths = time_to_accuracy.lengths_summary({"original": original, "best": full, 1: shorter, 2: short}, [1, 2], 3)
+    # One epoch ends at 99.45% on average, two at 99.51%: the fast recipe is two epochs, at 12.5 s of
+    # training against the original's 22 s.
+    assert lengths["fast_recipe_epochs"] == 2
+    assert lengths["runs"]["2"]["ratio_to_original_seconds"] == round(12.5 / 22.0, 3)
+    table = report.lengths_markdown({**results_file(), "lengths": lengths})
+    assert "**2 epochs**" in table
+    assert "| 1 | 99.45% (99.40-99.50) |" in table and "| 3 | 99.69% (99.68-99.70) |" in table
+    lengths = time_to_accuracy.lengths_summary({"original": original, "best": full, 1: shorter}, [1], 3)
+    assert lengths["fast_recipe_epochs"] == 3

@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-import helpers
+from benchmarks import recipes
 
 
 def test_convolution_and_dense_by_hand():
@@ -15,7 +15,7 @@ def test_convolution_and_dense_by_hand():
     x = layers.Flatten()(x)                                         # 196 values
     outputs = layers.Dense(10)(x)                                   # 196*10 = 1,960
     model = keras.Model(inputs, outputs)
-    assert helpers.count_multiply_adds(model) == 48672 + 14112 + 1960
+    assert recipes.count_multiply_adds(model) == 48672 + 14112 + 1960
 
 
 def test_depthwise_grouped_and_nested_models():
@@ -26,7 +26,7 @@ def test_depthwise_grouped_and_nested_models():
     x = layers.Conv2D(4, 1, groups=2)(x)                               # 8*8*4*1*4/2 = 512
     x = layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, inner(x))
-    assert helpers.count_multiply_adds(model) == 2304 + 512 + 40
+    assert recipes.count_multiply_adds(model) == 2304 + 512 + 40
 
 
 def test_the_original_cnn():
@@ -36,21 +36,21 @@ def test_the_original_cnn():
     x = layers.Dense(128, activation="relu")(layers.Flatten()(x))
     model = keras.Model(inputs, layers.Dense(10)(x))
     expected = 26 * 26 * 32 * 9 + 11 * 11 * 64 * 9 * 32 + 1600 * 128 + 128 * 10
-    assert helpers.count_multiply_adds(model) == expected
+    assert recipes.count_multiply_adds(model) == expected
 
 
 def test_dense_after_flatten_in_a_sequential_model():
     model = keras.Sequential([keras.Input(shape=(2, 2, 1)), layers.Flatten(), layers.Dense(10)])
-    assert helpers.count_multiply_adds(model) == 4 * 10
+    assert recipes.count_multiply_adds(model) == 4 * 10
 
 
 def test_the_notebook_dense_network():
     inputs = keras.Input(shape=(28, 28, 1))
     x = layers.Dropout(0.2)(layers.Dense(128, activation="relu")(layers.Flatten()(inputs)))
     model = keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
-    assert helpers.count_multiply_adds(model) == 784 * 128 + 128 * 10
+    assert recipes.count_multiply_adds(model) == 784 * 128 + 128 * 10
 
 
 def test_training_gflops_counts_forward_and_backward_passes():
     # 1,000,000 multiply-adds per image at 1,000 images/s: 2 FLOPs x 3 passes x 1e9 = 6 GFLOP/s.
-    assert helpers.training_gflops(1_000_000, 1000.0) == 6.0
+    assert recipes.training_gflops(1_000_000, 1000.0) == 6.0

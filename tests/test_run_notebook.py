@@ -1,12 +1,16 @@
 """run_notebook.py on tiny stand-in projects: a successful run replaces the results as one set; a failed,
-interrupted or incomplete one replaces nothing; --output-dir never touches the target.
+interrupted or incomplete one replaces nothing; --output-dir never touches the target; the console shows
+sections with the time left, epochs, results and a failed cell, and the log holds everything.
 
 The real model.ipynb is never executed here: each test writes a notebook of a few cells that
 writes figures/ and saved_models/ under OUTPUT_DIR the way model.ipynb does.
 """
 
 import hashlib
+import io
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,13 +45,18 @@ time.sleep(120)"""
 OLD_README = "# Fake project\n\n<!-- results:start -->\nold table\n<!-- results:end -->\n\nThe end.\n"
 
 
+class Markdown(str):
+    """A source that notebook_of makes a markdown cell."""
+
+
 def notebook_of(*sources):
-    """A notebook whose first cell is the parameters cell, then one code cell per source."""
+    """A notebook whose first cell is the parameters cell, then one cell per source (code unless Markdown)."""
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     parameters = nbformat.v4.new_code_cell(PARAMETERS_SOURCE)
     parameters.metadata["tags"] = ["parameters"]
-    notebook.cells = [parameters] + [nbformat.v4.new_code_cell(source) for source in sources]
+    notebook.cells = [parameters] + [nbformat.v4.new_markdown_cell(source) if isinstance(source, Markdown)
+                                     else nbformat.v4.new_code_cell(source) for source in sources]
     return notebook
 
 
@@ -109,8 +118,10 @@ def test_successful_run_replaces_notebook_figures_and_models_as_one_set(tmp_path
     assert "old table" not in readme
     assert "| tiny | 50.00% | 1.2500 | 1,234 | 1 | 2 |" in readme and readme.endswith("The end.\n")
     assert (project / "notes.txt").read_text() == "not a result"
-    # Neither the staging folder nor the backup of the old set is left behind.
-    assert list((project / "runs").iterdir()) == []
+    # Of the staging folder only the run's log is left, and no backup of the old set.
+    [log] = (project / "runs").glob("*/*")
+    assert log.name == "log.txt" and "tiny epoch 1/1 done" in log.read_text()
+    assert f"the log is {log.relative_to(tmp_path)}." in result.stdout
 
 
 def test_failed_run_changes_nothing_and_names_the_failing_cell(tmp_path):
@@ -123,7 +134,8 @@ def test_failed_run_changes_nothing_and_names_the_failing_cell(tmp_path):
     [partial] = (project / "runs").glob("*/model.ipynb")
     assert "failed in cell 4 (In [4], starting `raise ValueError(\"broken on purpose\")`)" in result.stderr
     assert "ValueError: broken on purpose" in result.stderr
-    assert f"The partial notebook, with the traceback, is {partial.relative_to(tmp_path)}." in result.stderr
+    assert (f"The partial notebook, with the traceback, is {partial.relative_to(tmp_path)}; everything the run "
+            f"printed is in {(partial.parent / 'log.txt').relative_to(tmp_path)}.") in result.stderr
     # The partial notebook holds the traceback, and the cells before the failure did write their files there.
     assert "broken on purpose" in partial.read_text()
     assert (partial.parent / "saved_models" / "tiny.keras").read_text() == "new"
@@ -260,3 +272,137 @@ def test_readme_update_is_skipped_without_markers_readme_or_for_quick_runs(tmp_p
     (project / "README.md").unlink()
     assert "no README.md" in run_notebook.update_readme(project)
     assert not (project / "README.md").exists()
+
+
+# ==================== The console and the log ===========================================
+
+# A cell that prints what a notebook section prints: the section timer's line, an epoch, a result, and noise
+# of every kind the console must leave to the log.
+NOISY_SOURCE = r'''
+import os, sys
+print("── section training · 3 s into the run ──")
+print("           tiny epoch  1/2  loss 0.5000  accuracy 0.9000  lr 1.00e-03    1.0 s")
+print("tiny: 2 epochs in 2 s (3 CPU-s)")
+print("\x1b[1mModel: \"tiny\"\x1b[0m and its summary")
+print("a line of detail that only the log holds")
+print("stderr of the cell", file=sys.stderr)
+os.write(2, b"E0000 00:00:1796188999.356752 12571 cuda_platform.cc:52] failed call to cuInit\n")
+sys.stdout.flush()
+
+
+class Figure:
+    def __repr__(self):
+        return "<Figure size 640x480 with 1 Axes>"
+
+
+Figure()'''
+RESULT_SOURCE = """\
+print("── section evaluation · 5 s into the run ──")
+print("          tiny: test accuracy 50.00%")"""
+
+
+def metrics_with_sections(path, sections, **run):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"run": {"section_seconds": sections, **run}}))
+
+
+def test_section_line_estimates_the_time_left_from_the_last_run():
+    clock = iter([0.0, 250.0, 400.0])
+    out = io.StringIO()
+    console = run_notebook.Console({"setup": 1.0, "training": 1500.0, "evaluation": 300.0}, out=out,
+                                   clock=lambda: next(clock))
+    console.write("── section training · 3 s into the run ──\n")
+    console.write("── section evaluation · 150 s into the run ──\n")
+    training, evaluation = out.getvalue().splitlines()
+    # The time left counts the section starting now and every one not started yet, as long as they took last time.
+    assert training.endswith("training (1/3) starts · 4 min 10 s so far · about 30 min left (last run's times)")
+    assert evaluation.endswith("evaluation (2/3) starts · 6 min 40 s so far · about 5 min left (last run's times)")
+    assert re.match(r"\[\d\d:\d\d\] ", training)
+
+    out = io.StringIO()
+    run_notebook.Console(None, out=out).write("── section training · 3 s into the run ──\n")
+    assert out.getvalue().rstrip().endswith("training (1) starts · 0 s so far · no estimate yet")
+
+
+def test_time_left_comes_only_from_a_run_of_the_same_kind(tmp_path):
+    metrics = tmp_path / "figures" / "metrics.json"
+    assert run_notebook.last_run_section_seconds(metrics, {"QUICK": False}) is None  # No earlier run.
+    metrics_with_sections(metrics, {"setup": 1.0, "training": 400.0}, quick=False, train=False)
+    assert run_notebook.last_run_section_seconds(metrics, {"QUICK": False, "TRAIN": False}) == {"setup": 1.0,
+                                                                                               "training": 400.0}
+    assert run_notebook.last_run_section_seconds(metrics, {"QUICK": False, "TRAIN": True}) is None
+    metrics.write_text("not json")
+    assert run_notebook.last_run_section_seconds(metrics, {}) is None
+
+
+def test_console_keeps_sections_epochs_and_results_and_drops_the_rest():
+    out = io.StringIO()
+    console = run_notebook.Console(None, out=out)
+    for piece in ["── section data · 1 s into the run ──\nExecuting Cell 3---\n",
+                  "<Figure size 640x480 with 1 Axes>\n", "\x1b[1mModel: \"dnn\"\x1b[0m\n",
+                  "WARNING: All log messages before absl::InitializeLog() is called\n",
+                  "           dnn epoch  1/15  loss 0.3", "000  lr 1.00e-03\n\n", "train images (60000, 28, 28)\n",
+                  "           dnn: test accuracy 97.84%  test loss 0.0727  errors 216\n",
+                  "no ../shared/data/qmnist: the per-writer view is skipped\n"]:
+        console.write(piece)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4 and lines[0].endswith("data (1) starts · 0 s so far · no estimate yet")
+    assert lines[1:] == ["           dnn epoch  1/15  loss 0.3000  lr 1.00e-03",
+                         "           dnn: test accuracy 97.84%  test loss 0.0727  errors 216",
+                         "no ../shared/data/qmnist: the per-writer view is skipped"]
+
+
+def test_section_timer_prints_the_line_the_console_reads(capsys):
+    import helpers  # Loads TensorFlow: only this test needs it.
+
+    helpers.SectionTimer().start("error_analysis")
+    [line] = capsys.readouterr().out.splitlines()
+    assert run_notebook.SECTION_LINE.match(line)["name"] == "error_analysis"
+
+
+def test_console_shows_sections_epochs_and_results_and_the_log_holds_everything(tmp_path):
+    project = make_project(tmp_path / "project", WRITE_RESULTS_SOURCE, NOISY_SOURCE, RESULT_SOURCE)
+    explore = tmp_path / "explore"
+    metrics_with_sections(explore / "figures" / "metrics.json", {"setup": 1.0, "training": 600.0, "evaluation": 60.0})
+    result = run_script(project, "--output-dir", str(explore))
+    assert result.returncode == 0, result.stderr
+
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("Running project/model.ipynb into explore/ (nothing committed is touched); everything it "
+                        "prints goes to explore/log.txt.")
+    assert lines[1] == ("Time left is estimated from the sections of the last run of this kind "
+                        "(explore/figures/metrics.json, 11 min 1 s in all).")
+    assert lines[2] == "tiny epoch 1/1 done"
+    assert re.search(r"^\[\d\d:\d\d\] training \(1/3\) starts · \d+ s so far · about 11 min left "
+                     r"\(last run's times\)$", lines[3])
+    assert [line.strip() for line in lines[4:6]] == [
+        "tiny epoch  1/2  loss 0.5000  accuracy 0.9000  lr 1.00e-03    1.0 s", "tiny: 2 epochs in 2 s (3 CPU-s)"]
+    assert re.search(r"evaluation \(2/3\) starts · \d+ s so far · about 1 min left", lines[6])
+    assert lines[7].strip() == "tiny: test accuracy 50.00%"
+    assert lines[8].startswith("Done in ") and lines[8].endswith(
+        "the log is explore/log.txt. Nothing committed was touched.") and len(lines) == 9
+    assert result.stderr == ""
+
+    log = (explore / "log.txt").read_text()
+    for everything in ["Executing Cell 3", "Model: \"tiny\" and its summary",
+                       "a line of detail that only the log holds", "stderr of the cell", "failed call to cuInit",
+                       "<Figure size 640x480 with 1 Axes>", "tiny: test accuracy 50.00%", "Done in "]:
+        assert everything in log
+    # What C++ code writes in the kernel goes to the log only, not into the notebook.
+    outputs = [output for cell in nbformat.read(explore / "model.ipynb", as_version=4).cells
+               for output in cell.get("outputs", [])]
+    assert "stderr of the cell" in str(outputs) and "cuInit" not in str(outputs)
+
+
+def test_failed_cell_is_named_with_its_section_and_error_and_the_log_holds_the_traceback(tmp_path):
+    project = make_project(tmp_path / "project", WRITE_RESULTS_SOURCE, Markdown("## 9. Error analysis\n\nProse."),
+                           'plot_writer_accuracy = None\nraise ValueError("no writers\\nsecond line")')
+    result = run_script(project, "--output-dir", str(tmp_path / "explore"))
+
+    assert result.returncode == 1
+    assert ("model.ipynb failed in cell 5 (In [4], section '9. Error analysis', starting "
+            "`plot_writer_accuracy = None`): ValueError: no writers\n") in result.stderr
+    assert "everything the run printed is in explore/log.txt" in result.stderr
+    log = (tmp_path / "explore" / "log.txt").read_text()
+    traceback = log.split("Ending Cell 5")[-1]
+    assert "Traceback" in traceback and 'raise ValueError("no writers' in traceback and "second line" in traceback

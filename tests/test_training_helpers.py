@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import helpers  # noqa: E402
+from benchmarks import recipes  # noqa: E402
 
 RECIPE = {"max_degrees": 15, "max_shift": 0.1, "max_zoom": 0.1, "elastic_alpha": 34.0, "elastic_sigma": 4.0,
           "elastic_fraction": 0.5, "blur_probability": 0.5, "max_blur_sigma": 2.0, "max_contrast": 0.3,
@@ -147,10 +148,33 @@ def test_fit_timed_logs_one_line_per_epoch_and_returns_wall_and_cpu_seconds(caps
     assert helpers.accuracy(model.predict(images, verbose=0), labels) == 1.0
 
 
+def test_fit_recipe_is_the_recipe_with_its_optional_label_smoothing_and_weight_averaging():
+    images, labels = digits(32), np.arange(32) % 2
+    recipe = {"epochs": 2, "batch_size": 8, "learning_rate": 1e-2, "schedule": "constant", "augmentation": None,
+              "early_stopping_patience": None}
+
+    def trained(**changes):
+        keras.utils.set_random_seed(0)
+        model = tiny_classifier()
+        history, seconds, cpu_seconds = helpers.fit_recipe(model, {**recipe, **changes}, images, labels,
+                                                           (images, labels), 0, "tiny")
+        assert len(history["val_accuracy"]) == 2 and seconds > 0 and cpu_seconds > 0
+        return model
+
+    plain = trained()
+    assert helpers.accuracy(plain.predict(images, verbose=0), labels) == 1.0
+    smoothed = trained(label_smoothing=0.1)
+    assert smoothed.loss.label_smoothing == 0.1  # integer labels became one-hot rows for it
+    averaged = trained(use_ema=True)
+    assert averaged.optimizer.use_ema
+    # fit leaves the moving averages in the model, which lag behind the plain run's weights.
+    assert not np.allclose(averaged.get_weights()[0], plain.get_weights()[0])
+
+
 def test_epoch_test_accuracy_measures_after_every_epoch():
     images, labels = digits(32), np.arange(32) % 2
     model = helpers.compile_for_training(tiny_classifier(), {"epochs": 3, "learning_rate": 1e-2, "schedule": "constant"}, 4)
-    clock = helpers.EpochTestAccuracy(images, labels, "tiny")
+    clock = recipes.EpochTestAccuracy(images, labels, "tiny")
     model.fit(helpers.make_dataset(images, labels, 8), epochs=3, verbose=0, callbacks=[clock])
     assert len(clock.epoch_seconds) == len(clock.epoch_cpu_seconds) == len(clock.test_accuracy) == 3
     assert clock.test_accuracy[-1] == helpers.accuracy(model.predict(images, verbose=0), labels)
@@ -210,8 +234,8 @@ def test_tuner_trials_keep_the_order_they_ran_in_and_drop_unscored_ones():
 def test_model_cost_counts():
     model = tiny_classifier()
     assert helpers.count_params(model) == 784 * 10 + 10
-    assert helpers.count_multiply_adds(model) == 7840
-    assert helpers.training_gflops(1_000_000, 1000) == pytest.approx(6.0)
+    assert recipes.count_multiply_adds(model) == 7840
+    assert recipes.training_gflops(1_000_000, 1000) == pytest.approx(6.0)
 
 
 # ---- evaluation -------------------------------------------------------------------------
