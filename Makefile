@@ -1,4 +1,5 @@
-# `make run` re-executes the whole notebook, showing each cell's output as it runs, and replaces
+# `make run` re-executes the whole notebook, printing a line as each section starts (with the time left),
+# one per training epoch and the key results (everything else goes to runs/<timestamp>/log.txt), and replaces
 # model.ipynb, figures/ and saved_models/ only when every cell succeeded (see run_notebook.py).
 # `make explore` runs the analysis from the committed models into runs/explore/ and replaces nothing.
 # `make test` runs every test; `make test-fast` leaves out the slow and browser ones.
@@ -13,7 +14,7 @@ export MNIST_DIR ?= $(abspath ../shared/data/mnist)
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run explore test test-fast quick benchmark levers clean-venv
+.PHONY: run explore test test-fast quick onnx benchmark levers clean-venv
 
 $(VENV)/installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,10 @@ test-fast: $(VENV)/installed
 
 quick: $(VENV)/installed
 	$(BIN)/python run_notebook.py --output-dir /tmp/mnist-quick -p QUICK True
+
+# Exports the saved reader's models to saved_models/<name>.onnx, which predict.py reads without TensorFlow.
+onnx: $(VENV)/installed
+	$(BIN)/python -c "import reader; print(*reader.export_onnx(), sep='\n')"
 
 benchmark: $(VENV)/installed
 	$(BIN)/python -m benchmarks.time_to_accuracy

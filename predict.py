@@ -5,6 +5,9 @@ ensemble in saved_models/ (or one model, with --model), with calibrated probabil
 gets one verdict: the digit, "not sure: 7 or 1" when two digits are close or the models disagree,
 or "not a digit" when it looks like none of the digits the models know. With --examples, the reader
 first learns one person's hand from their labelled digits (see reader.Reader.adapted).
+Each model is read with ONNX Runtime from its export beside it (<name>.onnx, written by `make onnx`),
+without TensorFlow; without one, or with one exported from an older <name>.keras, with Keras, which
+first waits for TensorFlow's start-up of several seconds.
 Exit status: 0 every image got a verdict, 1 some image could not be read, 2 the reader or the
 examples file could not be loaded or used (and, as argparse does, for usage errors).
 """
@@ -18,7 +21,10 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+import reader  # noqa: E402  (imports neither TensorFlow nor Keras: only a Keras model, read or adapted, does)
 
 PROJECT_ROOT = Path(__file__).resolve().parent  # Python puts this folder first on sys.path for the script
 MODELS_DIR = PROJECT_ROOT / "saved_models"
@@ -38,11 +44,6 @@ def native_stderr_silenced():
         os.close(devnull)
 
 
-# The reader imports TensorFlow, whose C++ start-up chatter would otherwise open every run.
-with native_stderr_silenced():
-    import reader  # noqa: E402
-
-
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         prog="predict.py",
@@ -59,14 +60,18 @@ def parse_arguments(argv=None):
                "verdict is 'digit'), verdict ('digit', 'not sure' or 'not a digit'), candidates (the digits\n"
                "named), probabilities (ten, calibrated), score (higher: more like a digit), threshold;\n"
                "with --examples also adapted_to_examples (how many examples the reader learned from).\n\n"
+               "Each model is read with ONNX Runtime from <name>.onnx beside its <name>.keras (`make onnx`\n"
+               "writes them), without TensorFlow; without it, or when the .keras file changed since, with\n"
+               "Keras, after TensorFlow's start-up of several seconds (a stale export is noted on stderr).\n\n"
                "exit status: 0 every image got a verdict (also 'not a digit'), 1 some image could not be\n"
                "read, 2 the reader, model or examples file could not be loaded (or a usage error)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, TIFF, ...)")
     parser.add_argument("--model", type=Path, default=None,
-                        help="read with this one saved Keras model, calibrated by the <name>.calibration.json "
-                             "beside it (default: the ensemble of saved_models/reader.json)")
+                        help="read with this one saved Keras model (from its ONNX export <name>.onnx beside it, "
+                             "if fresh), calibrated by the <name>.calibration.json beside it (default: the ensemble "
+                             "of saved_models/reader.json)")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR,
                         help="the folder of the saved reader and its models (default: saved_models/ beside predict.py)")
     parser.add_argument("--ink", choices=reader.INK_CHOICES, default="auto",
@@ -101,9 +106,17 @@ def describe(reading, threshold) -> str:
 
 
 def load(model_path, models_dir):
-    """The reader to use: one model with --model, else the saved ensemble. Raises (OSError, ValueError)."""
-    with native_stderr_silenced():
-        return reader.load_single_model_reader(model_path) if model_path else reader.load_reader(models_dir)
+    """The reader to use: one model with --model, else the saved ensemble. Raises (OSError, ValueError).
+
+    A stale ONNX export (see reader.load_reading_model) is noted in one line on stderr.
+    """
+    with warnings.catch_warnings(record=True) as notes, native_stderr_silenced():
+        warnings.simplefilter("always", reader.StaleExportWarning)
+        digit_reader = reader.load_single_model_reader(model_path) if model_path else reader.load_reader(models_dir)
+    for note in notes:
+        if issubclass(note.category, reader.StaleExportWarning):
+            print(f"predict.py: note: {note.message}", file=sys.stderr)
+    return digit_reader
 
 
 def main(argv=None) -> int:

@@ -5,26 +5,34 @@ with one model or an ensemble, turns the models' outputs into calibrated probabi
 (temperature scaling, fitted on validation digits) and answers with a verdict: a digit,
 "not sure: 7 or 1" when two digits are close or the models disagree, or "not a digit" when
 the score says the input is unlike the digits the models know. It imports only what reading
-needs (NumPy, Pillow, SciPy, Keras): no Matplotlib, anywidget, KerasTuner or papermill.
+needs (NumPy, Pillow, SciPy, and ONNX Runtime or Keras): no Matplotlib, anywidget, KerasTuner or
+papermill. The saved models are read with ONNX Runtime when they were exported to ONNX
+(`export_onnx`, `make onnx`), so that predict.py never waits for TensorFlow's start-up of several
+seconds; Keras, and with it TensorFlow, is imported only when a Keras model is read or exported.
 
 Sections: preparing an image; drawing pen strokes; model outputs and calibration; scores;
-learning a person's hand from a few examples; the reader and its verdicts.
+learning a person's hand from a few examples; the models in ONNX; the reader and its verdicts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 import weakref
 from pathlib import Path
 
-import keras
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from scipy import ndimage, optimize, special
+from scipy import ndimage, special
+
+# Keras, and with it TensorFlow, is imported inside the functions that need it: a reader of models
+# exported to ONNX never pays its start-up.
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
+MODELS_DIR = Path(__file__).resolve().parent / "saved_models"  # where model.ipynb saves the models and the reader
 
 
 # ==================== Preparing an image the MNIST way ================================
@@ -326,13 +334,15 @@ def strokes_to_image(strokes, size: int = PAD_SIZE, pen_width: float = PEN_WIDTH
 _feature_models = weakref.WeakKeyDictionary()
 
 
-def model_outputs(model, images, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate features (N, D) and logits (N, 10) of `model` for prepared images.
+def feature_model(model):
+    """The Keras model from `model`'s input to the input of its last layer: its penultimate features.
 
     The model's last layer must be Dense(10, activation="softmax"), as in every model of
     model.ipynb: the logits are its input times its weights, before the softmax, which
-    temperature scaling and the energy score need. `images` as for `check_images`.
+    temperature scaling and the energy score need.
     """
+    import keras
+
     head = model.layers[-1]
     if not (isinstance(head, keras.layers.Dense) and head.units == NUM_CLASSES
             and getattr(head.activation, "__name__", "") == "softmax"):
@@ -340,16 +350,31 @@ def model_outputs(model, images, batch_size: int = 1024) -> tuple[np.ndarray, np
                          "layer is Dense(10, activation='softmax'), as every model of model.ipynb has.")
     if model not in _feature_models:
         _feature_models[model] = keras.Model(model.inputs[0], head.input)
-    array = check_images(images)
-    feature_model = _feature_models[model]
-    # A few images (a drawing on the pad, one file) are faster through a direct call; many through
-    # predict(), which compiles the model once.
-    if len(array) <= batch_size:
-        features = keras.ops.convert_to_numpy(feature_model(array, training=False))
+    return _feature_models[model]
+
+
+def model_outputs(model, images, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate features (N, D) and logits (N, 10) of `model` for prepared images.
+
+    `model` is a Keras model (see `feature_model`) or its ONNX export (`OnnxModel`). Either way
+    the logits are computed here, from the features and the last layer's weights (`last_layer`),
+    so calibration, scores and adaptation are the same code for both. `images` as for `check_images`.
+    """
+    if isinstance(model, OnnxModel):
+        features = model.features(check_images(images), batch_size)
     else:
-        features = feature_model.predict(array, batch_size=batch_size, verbose=0)
+        import keras
+
+        extractor = feature_model(model)
+        array = check_images(images)
+        # A few images (a drawing on the pad, one file) are faster through a direct call; many through
+        # predict(), which compiles the model once.
+        if len(array) <= batch_size:
+            features = keras.ops.convert_to_numpy(extractor(array, training=False))
+        else:
+            features = extractor.predict(array, batch_size=batch_size, verbose=0)
     features = np.asarray(features, dtype=np.float32)
-    kernel, bias = (np.asarray(weight, dtype=np.float32) for weight in head.get_weights())
+    kernel, bias = (weight.astype(np.float32) for weight in last_layer(model))
     return features, features @ kernel + bias
 
 
@@ -381,6 +406,8 @@ def fit_temperature(logits, labels) -> float:
     if logits.ndim != 2 or logits.shape[1] != NUM_CLASSES or len(logits) != len(labels) or len(labels) == 0:
         raise ValueError(f"logits of shape {logits.shape} for labels of shape {labels.shape}; "
                          "pass (N, 10) logits and N integer labels, N >= 1.")
+    from scipy import optimize  # here, not at the top: only fitting needs it, and every predict.py would import it
+
     result = optimize.minimize_scalar(lambda log_t: negative_log_likelihood(logits, labels, np.exp(log_t)),
                                       bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
@@ -485,8 +512,8 @@ ONE_PIXEL = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 def last_layer(model) -> tuple[np.ndarray, np.ndarray]:
-    """The kernel (D, 10) and bias (10,) of a model's last Dense layer."""
-    kernel, bias = model.layers[-1].get_weights()
+    """The kernel (D, 10) and bias (10,) of a model's last Dense layer (Keras, or kept in its ONNX export)."""
+    kernel, bias = (model.kernel, model.bias) if isinstance(model, OnnxModel) else model.layers[-1].get_weights()
     return np.asarray(kernel, dtype=np.float64), np.asarray(bias, dtype=np.float64)
 
 
@@ -517,6 +544,8 @@ def fit_head(features, digits, kernel, bias, pull: float) -> tuple[np.ndarray, n
                                    error.sum(axis=0) + 2 * pull * bias_change])
         return loss, gradient
 
+    from scipy import optimize
+
     start = np.concatenate([kernel.ravel(), bias])
     result = optimize.minimize(loss_and_gradient, start, jac=True, method="L-BFGS-B", options={"maxiter": 200})
     return (result.x[:rows * columns].reshape(rows, columns).astype(np.float32),
@@ -542,9 +571,21 @@ def save_examples(path, images, digits) -> Path:
     data = {"format": EXAMPLES_FORMAT, "version": 1, "image_size": IMAGE_SIZE,
             "examples": [{"digit": int(digit), "pixels": np.round(image * 255).astype(int).ravel().tolist()}
                          for image, digit in zip(images, digits)]}
+    return write_atomically(path, lambda temporary: temporary.write_text(json.dumps(data)))
+
+
+def write_atomically(path: Path, write) -> Path:
+    """Call `write(temporary_path)`, then rename the file to `path`: all or nothing, never half a file.
+
+    A write that fails or is interrupted (Ctrl-C) leaves `path` as it was, and no temporary file behind.
+    """
+    path = Path(path)
     temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(data))
-    os.replace(temporary, path)  # all or nothing: a stopped save never leaves half a file
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -572,6 +613,121 @@ def load_examples(path) -> tuple[np.ndarray, np.ndarray]:
                         or (pixels < 0).any() or (pixels > 255).any()):
         raise ValueError(f"{path}: each example needs a digit 0-9 and {IMAGE_SIZE * IMAGE_SIZE} pixels in 0-255; {hint}.")
     return pixels.reshape(-1, IMAGE_SIZE, IMAGE_SIZE) / 255.0, digits
+
+
+# ==================== The models in ONNX: reading without TensorFlow ==================
+
+
+# Where export_onnx keeps, in each .onnx file's metadata, what the reader needs besides the graph.
+ONNX_METADATA_KEY = "digit_reader"
+
+
+class StaleExportWarning(UserWarning):
+    """An .onnx file exported from another version of its .keras file: the Keras model is read instead."""
+
+
+def source_fingerprint(keras_path) -> dict:
+    """What identifies a saved model's file, recorded in its ONNX export: name, size in bytes and SHA-256."""
+    data = Path(keras_path).read_bytes()
+    return {"file": Path(keras_path).name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+class OnnxModel:
+    """A saved model exported by `export_onnx`, read with ONNX Runtime: no TensorFlow, no Keras.
+
+    Its graph gives the penultimate features (N, D) of prepared images; its file's metadata
+    holds the last layer's `kernel` (D, 10) and `bias` (10,), and the `source_fingerprint` of
+    the .keras file it was exported from (`source`). `model_outputs` and `last_layer` read it
+    as they read a Keras model, so calibration, refusal and adaptation are the same code.
+    """
+
+    def __init__(self, path):
+        import onnxruntime
+
+        self.path = Path(path)
+        self.name = self.path.stem
+        try:
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 3  # errors only: its warnings mean nothing to a person reading a digit
+            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            exported = json.loads(self.session.get_modelmeta().custom_metadata_map[ONNX_METADATA_KEY])
+            self.kernel = np.asarray(exported["kernel"], dtype=np.float32)
+            self.bias = np.asarray(exported["bias"], dtype=np.float32)
+            self.source = dict(exported["source"])
+            feature_size = self.session.get_outputs()[0].shape[-1]
+            if self.kernel.shape != (feature_size, NUM_CLASSES) or self.bias.shape != (NUM_CLASSES,):
+                raise ValueError(f"a last layer of shape {self.kernel.shape} for {feature_size} features")
+        except Exception as error:  # ONNX Runtime raises its own types for a damaged file; all mean the same here.
+            raise ValueError(f"{self.path}: cannot be read as a model reader.export_onnx wrote ({type(error).__name__}); "
+                             f"run `make onnx` to export it again, or delete it to read {self.name}.keras with Keras."
+                             ) from error
+        self.input_name = self.session.get_inputs()[0].name
+
+    def features(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Penultimate features (N, D) of prepared images (N, 28, 28, 1), float32 (see `check_images`)."""
+        return np.concatenate([self.session.run(None, {self.input_name: images[start:start + batch_size]})[0]
+                               for start in range(0, len(images), batch_size)])
+
+
+def export_onnx(models_dir=MODELS_DIR, names=None) -> list[Path]:
+    """Export saved Keras models to ONNX, as <name>.onnx beside each <name>.keras; returns the files written.
+
+    `names`: the models to export; None exports the members of the reader saved in `models_dir`
+    (reader.json). Each file holds the graph from the model's input to its penultimate features,
+    the last layer's weights and the fingerprint of the .keras file it came from, so that
+    `load_reading_model` can tell when that model was saved again since. Each file is written
+    whole or not at all. Needs Keras, tf2onnx and onnx; `make onnx` runs it.
+    """
+    import keras
+    import onnx
+
+    models_dir = Path(models_dir)
+    if names is None:
+        settings = read_json(models_dir / READER_FILE, "reader settings file")
+        if not isinstance(settings.get("members"), list):
+            raise ValueError(f"{models_dir / READER_FILE}: lacks or garbles 'members'; run `make run` to write it again.")
+        names = settings["members"]
+    written = []
+    for name in names:
+        keras_path = models_dir / f"{name}.keras"
+        model = load_model(keras_path)
+        extractor, (kernel, bias) = feature_model(model), last_layer(model)
+        metadata = {"source": source_fingerprint(keras_path),
+                    "kernel": kernel.astype(np.float32).tolist(), "bias": bias.astype(np.float32).tolist()}
+
+        def write(temporary):
+            # Keras writes the graph (with tf2onnx); the reader's metadata joins it before the file is renamed into place.
+            with warnings.catch_warnings():
+                # Keras' own patch of tf2onnx for NumPy 2 asks NumPy for np.object, which NumPy warns about.
+                warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
+                extractor.export(temporary, format="onnx", verbose=False, input_signature=[
+                    keras.InputSpec(shape=(None, IMAGE_SIZE, IMAGE_SIZE, 1), dtype="float32", name="images")])
+            exported = onnx.load(temporary)
+            onnx.helper.set_model_props(exported, {ONNX_METADATA_KEY: json.dumps(metadata)})
+            onnx.save(exported, temporary)
+
+        written.append(write_atomically(models_dir / f"{name}.onnx", write))
+    return written
+
+
+def load_reading_model(path):
+    """The saved model <name>.keras at `path` to read with: its ONNX export beside it, else the Keras model.
+
+    The export (<name>.onnx, see `export_onnx`) is read when it was made from this very .keras
+    file, or when there is no .keras file. One made from another version of it is stale: a
+    StaleExportWarning says so in one line and the Keras model is read instead. A damaged
+    .onnx file raises ValueError, naming it and the fix.
+    """
+    path = Path(path)
+    onnx_path = path.with_suffix(".onnx")
+    if not onnx_path.is_file():
+        return load_model(path)
+    exported = OnnxModel(onnx_path)
+    if not path.is_file() or exported.source.get("sha256") == source_fingerprint(path)["sha256"]:
+        return exported
+    warnings.warn(f"{onnx_path}: exported from another version of {path.name}, so that file is read with Keras "
+                  "instead; run `make onnx` to export it again.", StaleExportWarning, stacklevel=2)
+    return load_model(path)
 
 
 # ==================== The reader and its verdicts =====================================
@@ -765,6 +921,8 @@ def load_model(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such saved model; run `make run` to train and save the models.")
+    import keras
+
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a damaged file; all mean the same here.
@@ -790,13 +948,16 @@ def load_densities(path: Path, members) -> list[FeatureDensity]:
         return [FeatureDensity(arrays[f"{name}.means"], arrays[f"{name}.precision"]) for name in members]
 
 
-def load_reader(models_dir) -> Reader:
-    """The reader the notebook saved in `models_dir`: its members, temperatures, score and threshold."""
+def load_reader(models_dir=MODELS_DIR) -> Reader:
+    """The reader the notebook saved in `models_dir`: its members, temperatures, score and threshold.
+
+    Each member is read from its ONNX export when there is a fresh one (see `load_reading_model`).
+    """
     models_dir = Path(models_dir)
     settings = read_json(models_dir / READER_FILE, "reader settings file")
     try:
         members = list(settings["members"])
-        models = {name: load_model(models_dir / f"{name}.keras") for name in members}
+        models = {name: load_reading_model(models_dir / f"{name}.keras") for name in members}
         densities = (load_densities(models_dir / "reader_densities.npz", members)
                      if settings["score"] == "feature_distance" else None)
         return Reader.from_settings(settings, models, densities)
@@ -808,10 +969,11 @@ def load_reader(models_dir) -> Reader:
 def load_single_model_reader(model_path) -> Reader:
     """A reader of one saved model, with the temperature and threshold in <name>.calibration.json beside it.
 
-    Without that file the model is read uncalibrated (temperature 1) and refuses nothing.
+    Without that file the model is read uncalibrated (temperature 1) and refuses nothing. The
+    model is read from its ONNX export when there is a fresh one (see `load_reading_model`).
     """
     model_path = Path(model_path)
-    model = load_model(model_path)
+    model = load_reading_model(model_path)
     calibration_path = model_path.with_name(f"{model_path.stem}.calibration.json")
     if not calibration_path.is_file():
         return Reader({model_path.stem: model}, {model_path.stem: 1.0})
