@@ -3,7 +3,8 @@
 // ends; Python draws the strokes into an image, prepares it the MNIST way and runs the readers,
 // and sends back `reading`, which this module shows: the 28x28 image the models saw, each
 // verdict as text (a digit, "not sure: 7 or 1" or "not a digit") and the ten calibrated
-// probabilities as bars.
+// probabilities as bars. Under the prepared image, `saliency`: where the best model looked for the
+// digit it read (integrated gradients, 784 values in [0, 1]), as a heat map over that image.
 //
 // Teach mode, below the pad: after a reading the person says which digit it was ("it was: 0 ... 9");
 // Python adapts both readers to all their examples and sends back `teach_state`, shown here as
@@ -19,6 +20,9 @@ const STYLE = `
 .pad-clear { align-self: flex-start; padding: 3px 14px; }
 .pad-preview { width: 112px; height: 112px; image-rendering: pixelated; border: 1px solid #888; background: #000; }
 .pad-caption { color: #666; font-size: 12px; }
+.pad-saliency-box { display: flex; flex-direction: column; gap: 6px; width: 112px; }
+.pad-saliency-box[hidden] { display: none; }
+.pad-saliency { width: 112px; height: 112px; image-rendering: pixelated; border: 1px solid #888; background: #000; }
 .pad-results { width: 290px; }
 .pad-line { font-size: 14px; }
 .pad-best-digit, .pad-ensemble-digit { font-size: 22px; font-weight: bold; }
@@ -67,6 +71,23 @@ function paintField(target, values) {
   context.putImageData(pixels, 0, 0);
 }
 
+function paintSaliency(target, prepared, heat) {
+  // The prepared digit, dimmed to gray, under a heat map from dark red to yellow: the more evidence
+  // the best model found in a pixel (either way), the hotter and the more opaque it is.
+  target.width = 28;
+  target.height = 28;
+  const context = target.getContext("2d");
+  const pixels = context.createImageData(28, 28);
+  for (let index = 0; index < 28 * 28; index++) {
+    const gray = 110 * ((prepared || [])[index] || 0);
+    const value = (heat || [])[index] || 0;
+    const hot = [Math.min(1, 2 * value), Math.max(0, 2 * value - 1), 0].map((channel) => 255 * channel);
+    const mixed = hot.map((channel) => Math.round((1 - value) * gray + value * channel));
+    pixels.data.set([...mixed, 255], 4 * index);
+  }
+  context.putImageData(pixels, 0, 0);
+}
+
 function render({ model, el }) {
   const size = model.get("size");
   const root = element("div", "pad-root");
@@ -83,7 +104,13 @@ function render({ model, el }) {
   // Middle: what the models see.
   const seen = element("div", "pad-column");
   const preview = element("canvas", "pad-preview");
-  seen.append(element("div", "pad-caption", "prepared 28x28"), preview);
+  // Under it, where the best model looked for the digit it read (hidden until Python sends the map).
+  const saliencyBox = element("div", "pad-saliency-box");
+  const saliencyMap = element("canvas", "pad-saliency");
+  const saliencyCaption = element("div", "pad-caption pad-saliency-caption");
+  saliencyBox.append(saliencyMap, saliencyCaption);
+  saliencyBox.hidden = true;
+  seen.append(element("div", "pad-caption", "prepared 28x28"), preview, saliencyBox);
 
   // Right: the predictions.
   const results = element("div", "pad-column pad-results");
@@ -194,6 +221,7 @@ function render({ model, el }) {
     model.save_changes();
     root.dataset.state = "reading";
     enableButtons();
+    showSaliency();  // the map of the drawing before is hidden until this one's arrives
   }
   canvas.addEventListener("pointerup", endStroke);
   canvas.addEventListener("pointercancel", endStroke);
@@ -205,6 +233,7 @@ function render({ model, el }) {
     model.save_changes();
     root.dataset.state = "reading";
     enableButtons();
+    showSaliency();  // the map of the drawing before is hidden until this one's arrives
   });
 
   // Each command is numbered; until Python reports that number done, the page is busy.
@@ -288,6 +317,25 @@ function render({ model, el }) {
     // A reading of fewer strokes than drawn is on its way to being replaced.
     const upToDate = (reading.strokes || 0) === strokes.length;
     root.dataset.state = !upToDate ? "reading" : reading.best ? "read" : reading.message ? "message" : "empty";
+    showSaliency();
+  }
+
+  function showSaliency() {
+    // Shown only with the reading of the same drawing, and only where a digit was read (or why there is no map).
+    const reading = model.get("reading") || {};
+    const looked = model.get("saliency") || {};
+    const current = reading.best !== undefined && looked.strokes === strokes.length
+      && reading.strokes === strokes.length;
+    const shown = current && Boolean(looked.heatmap);
+    saliencyBox.hidden = !(shown || (current && looked.message));
+    saliencyMap.hidden = !shown;
+    root.dataset.saliency = shown ? "shown" : "none";
+    if (shown) {
+      paintSaliency(saliencyMap, reading.prepared, looked.heatmap);
+      saliencyMap.title = "integrated gradients: the pixels that weighed most in the reading, either way";
+    }
+    saliencyCaption.textContent = !current ? "" : looked.message
+      || `where ${looked.model} looked for its ${looked.digit} (${(looked.seconds || 0).toFixed(2)} s)`;
   }
 
   // Redraw what Python knows (a re-rendered output keeps its strokes).
@@ -296,9 +344,11 @@ function render({ model, el }) {
   showReading();
   showTeachState();
   model.on("change:reading", showReading);
+  model.on("change:saliency", showSaliency);
   model.on("change:teach_state", showTeachState);
   return () => {
     model.off("change:reading", showReading);
+    model.off("change:saliency", showSaliency);
     model.off("change:teach_state", showTeachState);
   };
 }

@@ -5,6 +5,9 @@ network): it records each stroke as canvas coordinates and sends the strokes whe
 Here they are drawn, prepared and read by two readers (`reader.Reader`): the best single model
 and the ensemble, each with its verdict (a digit, "not sure: 7 or 1" or "not a digit").
 
+Under the prepared image, the pad shows where the best model looked: integrated gradients of the digit it
+read (`saliency.integrated_gradients`, drawn as `saliency.heatmap`), the same map the notebook shows.
+
 The pad can also be taught a person's hand: after a reading, they say which digit the drawing
 was, and both readers are adapted to all the examples given so far (`reader.Reader.adapted`,
 always from the trained readers), which can be saved to a file and loaded again.
@@ -13,6 +16,7 @@ always from the trained readers), which can be saved to a file and loaded again.
 from __future__ import annotations
 
 import time
+import weakref
 from pathlib import Path
 
 import anywidget
@@ -20,6 +24,7 @@ import numpy as np
 import traitlets
 
 import reader
+import saliency
 
 
 class DigitReading:
@@ -48,6 +53,35 @@ def read_drawing(strokes, best_reader: reader.Reader, ensemble_reader: reader.Re
                         best_reader.read(prepared)[0],
                         f"ensemble of {len(ensemble_reader.models)}{_adapted_suffix(ensemble_reader)}",
                         ensemble_reader.read(prepared)[0])
+
+
+# The Keras model behind each of a reader's ONNX exports, loaded once.
+_keras_models = weakref.WeakKeyDictionary()
+
+
+def keras_model_of(model):
+    """The Keras model to explain for one of a reader's members: the model itself if it has layers.
+
+    A member read from its ONNX export (`reader.OnnxModel`, which has a `path` and no gradients) is
+    explained with the Keras model it was exported from, <name>.keras beside it, loaded once. Raises
+    FileNotFoundError, naming that file, where it is missing.
+    """
+    if hasattr(model, "layers"):
+        return model
+    if model not in _keras_models:
+        _keras_models[model] = reader.load_model(Path(model.path).with_suffix(".keras"))
+    return _keras_models[model]
+
+
+def where_it_looked(prepared, digit_reader: reader.Reader, digit: int) -> np.ndarray:
+    """Where `digit_reader`'s networks looked for `digit` in a prepared 28x28 image: a display map (28, 28) in [0, 1].
+
+    Integrated gradients of the log-probability of `digit` (`saliency.integrated_gradients`, with the
+    reader's adapted last layers if it was adapted), as `saliency.heatmap` draws them.
+    """
+    heads = [digit_reader.heads.get(name) for name in digit_reader.models]
+    networks = [keras_model_of(model) for model in digit_reader.models.values()]
+    return saliency.heatmap(saliency.integrated_gradients(networks, prepared, digit, heads=heads)[0])
 
 
 def _check_readers(best_reader, ensemble_reader) -> None:
@@ -87,7 +121,8 @@ class DrawingPad(anywidget.AnyWidget):
     Works in JupyterLab 4, Notebook 7 and VS Code, offline. The browser shows the prepared
     image, each verdict as text (elements of class pad-best-digit and pad-ensemble-digit) and
     the ten calibrated probabilities as bars. `pad.read(strokes)` gives the same reading
-    without a browser.
+    without a browser. Under the prepared image, where the best model looked for the digit it read
+    (`where_it_looked`, in `saliency`); none for "not a digit", which names no digit to explain.
 
     Teach mode: `pad.teach(strokes, digit)` (or a click on "it was: 7" under a drawing) adds
     the prepared drawing to the person's examples and adapts both readers to all of them, from
@@ -102,6 +137,10 @@ class DrawingPad(anywidget.AnyWidget):
     pen_width = traitlets.Float(reader.PEN_WIDTH).tag(sync=True)
     strokes = traitlets.List().tag(sync=True)  # from the browser: [[[x, y], ...], ...]
     reading = traitlets.Dict().tag(sync=True)  # to the browser: what the readers answer, or a message
+    # To the browser, after each reading: where the best model looked, its 784 values in [0, 1] row by row,
+    # the digit explained and the seconds it took; only "strokes" where there is no digit to explain, and
+    # a "message" where the model cannot be explained.
+    saliency = traitlets.Dict().tag(sync=True)
     # From the browser: {"action": "teach", "digit": 7} or "save"/"load" with "path", or "reset"; "id" numbers it.
     command = traitlets.Dict().tag(sync=True)
     # To the browser: the examples (thumbnails, before and after readings), a note, a message, the command done.
@@ -117,6 +156,13 @@ class DrawingPad(anywidget.AnyWidget):
         self.adapt_seconds = None  # how long the last adaptation of both readers took
         super().__init__(size=size, pen_width=pen_width)
         self.teach_state = self._teach_state()
+        # The best model's gradient is traced once here (most of a second for a residual network), not on
+        # the first drawing: each map then takes a few hundredths of a second. A model that cannot be
+        # explained says so under each reading instead.
+        try:
+            where_it_looked(np.zeros((reader.IMAGE_SIZE, reader.IMAGE_SIZE), dtype=np.float32), best_reader, 0)
+        except (FileNotFoundError, ValueError):
+            pass
 
     def read(self, strokes) -> DigitReading:
         """What the readers answer for `strokes`, drawn with this pad's canvas size and pen (adapted once taught)."""
@@ -199,7 +245,7 @@ class DrawingPad(anywidget.AnyWidget):
 
     def _refresh(self) -> None:
         # The drawing on the pad is read again by the readers now in use, and the examples shown anew.
-        self.reading = self._reading_of(self.strokes)
+        self._show(self.strokes)
         self.teach_state = self._teach_state()
 
     def _teach_state(self) -> dict:
@@ -227,14 +273,37 @@ class DrawingPad(anywidget.AnyWidget):
 
     # ---- What the browser sends ----
 
-    def _reading_of(self, strokes) -> dict:
-        # The stroke count tells the browser which drawing a reading belongs to.
+    def _show(self, strokes) -> None:
+        # The reading first, so that the page shows it at once; then where the best model looked.
+        # The stroke count tells the browser which drawing each belongs to.
+        reading, message = None, None
+        if strokes:
+            try:
+                reading = self.read(strokes)
+            except ValueError as error:
+                message = str(error)
+        self.reading = self._reading_of(strokes, reading, message)
+        self.saliency = self._saliency_of(strokes, reading)
+
+    def _saliency_of(self, strokes, reading: DigitReading | None) -> dict:
+        # "Not a digit" names no digit: a map of the most likely one would explain a reading never given.
+        if reading is None or reading.best.verdict == "not a digit":
+            return {"strokes": len(strokes)}
+        digit = reading.best.candidates[0]
+        start = time.perf_counter()
+        try:
+            looked = where_it_looked(reading.prepared, self.best_reader, digit)
+        except (FileNotFoundError, ValueError) as error:
+            return {"strokes": len(strokes), "message": f"no map of where it looked: {_one_line(error)}"}
+        seconds = time.perf_counter() - start
+        return {"strokes": len(strokes), "model": self.best_reader.label + _adapted_suffix(self.best_reader),
+                "digit": digit, "heatmap": np.round(looked.ravel(), 3).tolist(), "seconds": round(seconds, 3)}
+
+    def _reading_of(self, strokes, reading: DigitReading | None, message: str | None) -> dict:
         if not strokes:
             return {"strokes": 0}
-        try:
-            reading = self.read(strokes)
-        except ValueError as error:
-            return {"strokes": len(strokes), "message": str(error)}
+        if reading is None:
+            return {"strokes": len(strokes), "message": message}
         adapted = {"adapted": len(self._example_digits)} if len(self._example_digits) else {}
         return {
             "strokes": len(strokes),
@@ -247,7 +316,7 @@ class DrawingPad(anywidget.AnyWidget):
 
     @traitlets.observe("strokes")
     def _read_new_strokes(self, change):
-        self.reading = self._reading_of(change["new"])
+        self._show(change["new"])
 
     @traitlets.observe("command")
     def _run_command(self, change):

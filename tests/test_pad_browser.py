@@ -3,9 +3,9 @@
 The tests write a two-cell notebook that builds two readers from saved_models/cnn_basic.keras and
 dnn.keras and shows a drawing_pad.DrawingPad for them, run it in JupyterLab (one server for the
 module), draw on the canvas with mouse events and check what the page shows: the verdicts of a
-drawn 4, and teach mode (examples taught with the "it was" buttons, saved to a file, reset and
-loaded again). They need Debian's chromium at /usr/bin/chromium (.ci/run installs it) and
-Playwright for Python (requirements.txt; its own browser download is never used).
+drawn 4 and the map of where the best model looked, and teach mode (examples taught with the "it was"
+buttons, saved to a file, reset and loaded again). They need Debian's chromium at /usr/bin/chromium
+(.ci/run installs it) and Playwright for Python (requirements.txt; its own browser download is never used).
 
 Set SAVE_PAD_SCREENSHOT=1 to refresh the screenshots the README shows, figures/draw_pad.png and
 figures/draw_pad_teach.png: the notebook then reads with model.ipynb's own readers instead
@@ -14,6 +14,7 @@ figures/draw_pad_teach.png: the notebook then reads with model.ipynb's own reade
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -178,15 +179,32 @@ def test_a_digit_drawn_with_the_mouse_is_read(jupyter, tmp_path):
             best = page.locator(".pad-best-digit").inner_text()
             ensemble = page.locator(".pad-ensemble-digit").inner_text()
             message = page.locator(".pad-message").inner_text()
+            # Under the prepared image, where the best model looked: a heat map over the digit, and its caption.
+            page.wait_for_function("document.querySelector('.pad-root')?.dataset.saliency === 'shown'",
+                                   timeout=30_000)
+            heat_map = page.locator(".pad-saliency")
+            assert heat_map.is_visible() and heat_map.bounding_box()["width"] > 50
+            caption = page.locator(".pad-saliency-caption").inner_text()
+            # Its pixels: some hot (red, over the ink the model used), most dark (no ink, no evidence).
+            hot, dark = heat_map.evaluate(
+                "canvas => { const data = canvas.getContext('2d').getImageData(0, 0, 28, 28).data;"
+                " let hot = 0, dark = 0; for (let i = 0; i < data.length; i += 4) {"
+                " if (data[i] > 200 && data[i] > data[i + 2] + 100) hot++;"
+                " if (data[i] + data[i + 1] + data[i + 2] === 0) dark++; } return [hot, dark]; }")
             root.screenshot(path=str(tmp_path / "draw_pad.png"))
             if SAVE_SCREENSHOTS:
                 shutil.copy(tmp_path / "draw_pad.png", SCREENSHOT)
             # Clear empties the pad and the reading.
             page.get_by_role("button", name="Clear").click()
             page.wait_for_function("document.querySelector('.pad-root')?.dataset.state === 'empty'", timeout=30_000)
+            map_after_clear = heat_map.is_visible()
         finally:
             browser.close()
     assert (best, ensemble, message) == ("4", "4", "")
+    assert re.fullmatch(r"where cnn_basic looked for its 4 \(\d\.\d\d s\)", caption), caption
+    assert float(caption.split("(")[1].split(" ")[0]) < 0.5  # computed in well under a second
+    assert hot >= 5 and dark > 28 * 28 // 2, (hot, dark)
+    assert not map_after_clear
 
 
 def wait_for_teaching(page, examples):
