@@ -981,6 +981,104 @@ def plot_robustness(curves: dict, x_labels: dict):
     return fig
 
 
+def plot_filters(kernels: dict, columns: int = 16):
+    """First-layer convolution kernels: one block of small images per model, red positive, blue negative.
+
+    `kernels` maps a title to a kernel array (k, k, 1, filters); each model's kernels share one colour
+    scale, symmetric about 0, so a filter's sign pattern (an edge, a blob) reads at a glance.
+    """
+    blocks = [(title, np.asarray(kernel)[..., 0, :]) for title, kernel in kernels.items()]
+    rows = [math.ceil(kernel.shape[-1] / columns) for _, kernel in blocks]
+    fig, axes = plt.subplots(sum(rows), columns, figsize=(columns * 0.55, sum(rows) * 0.62 + 0.45 * len(blocks)),
+                             squeeze=False)
+    row = 0
+    for (title, kernel), block_rows in zip(blocks, rows):
+        limit = np.abs(kernel).max() or 1.0
+        for index in range(block_rows * columns):
+            axis = axes[row + index // columns, index % columns]
+            axis.axis("off")
+            if index < kernel.shape[-1]:
+                axis.imshow(kernel[..., index], cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes[row, 0].set_title(title, loc="left", fontsize=10, x=0)
+        row += block_rows
+    fig.tight_layout(h_pad=0.3, w_pad=0.2)
+    return fig
+
+
+def plot_feature_maps(stages: dict, digit, channels: int = 8):
+    """What one digit becomes inside each network: per model and stage, the first `channels` feature maps.
+
+    `stages[model_name]` is a list of (label, array (H, W, C)); each map has its own grey scale
+    (dark: active), since what matters is where a channel responds, not how strongly.
+    """
+    rows = sum(len(stage_list) for stage_list in stages.values())
+    fig, axes = plt.subplots(rows, channels + 1, figsize=((channels + 1) * 1.0, rows * 1.1), squeeze=False)
+    row = 0
+    for name, stage_list in stages.items():
+        for label, maps in stage_list:
+            axes[row, 0].imshow(np.squeeze(digit), cmap="gray_r")
+            axes[row, 0].set_title(f"{name}\n{label}", fontsize=8, loc="left", x=0)
+            for channel in range(channels):
+                axis = axes[row, channel + 1]
+                if channel < maps.shape[-1]:
+                    axis.imshow(maps[..., channel], cmap="gray_r")
+            row += 1
+    for axis in axes.ravel():
+        axis.set_xticks([])
+        axis.set_yticks([])
+    fig.tight_layout(h_pad=0.4, w_pad=0.2)
+    return fig
+
+
+def plot_saliency(images, first_maps, second_maps, titles, map_titles, title_colors=None, per_row: int = 2):
+    """Each digit beside where the network looked for its two top readings (heat maps over the digit).
+
+    `first_maps` and `second_maps` are heat maps in [0, 1] (saliency.heatmap) for the top and the
+    second reading; `map_titles` holds a (first, second) pair of titles per digit.
+    """
+    count = len(images)
+    rows = math.ceil(count / per_row)
+    fig, axes = plt.subplots(rows, 3 * per_row, figsize=(3 * per_row * 1.45, rows * 1.65), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for index in range(count):
+        row, column = divmod(index, per_row)
+        digit_axis, first_axis, second_axis = axes[row, 3 * column:3 * column + 3]
+        digit_axis.imshow(np.squeeze(images[index]), cmap="gray_r", vmin=0, vmax=1)
+        digit_axis.set_title(titles[index], fontsize=8, color=title_colors[index] if title_colors else "black")
+        for axis, maps, title in ((first_axis, first_maps, map_titles[index][0]),
+                                  (second_axis, second_maps, map_titles[index][1])):
+            axis.imshow(np.squeeze(images[index]), cmap="gray_r", vmin=0, vmax=1, alpha=0.35)
+            axis.imshow(maps[index], cmap="hot_r", vmin=0, vmax=1, alpha=0.75)
+            axis.set_title(title, fontsize=8)
+    fig.tight_layout(h_pad=0.5, w_pad=0.3)
+    return fig
+
+
+def plot_embedding(embeddings: dict, labels):
+    """Two-dimensional maps of the networks' penultimate features, side by side, one colour per digit.
+
+    `embeddings[title]` is (points (N, 2), misread mask (N,)); misread digits are marked with a black x.
+    """
+    fig, axes = plt.subplots(1, len(embeddings), figsize=(5.6 * len(embeddings), 5.4), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for axis, (title, (points, misread)) in zip(axes.ravel(), embeddings.items()):
+        for digit in range(NUM_CLASSES):
+            chosen = labels == digit
+            axis.scatter(points[chosen, 0], points[chosen, 1], s=3, color=colors(digit), alpha=0.6)
+            centre = np.median(points[chosen], axis=0)
+            axis.text(*centre, str(digit), fontsize=14, weight="bold", ha="center", va="center",
+                      bbox={"boxstyle": "circle,pad=0.2", "facecolor": "white", "alpha": 0.8, "edgecolor": colors(digit)})
+        axis.scatter(points[misread, 0], points[misread, 1], s=22, marker="x", color="black", linewidths=1.0,
+                     label=f"misread ({int(np.sum(misread))})")
+        axis.set_title(title)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_writer_accuracy(per_writer: dict, series_accuracy: dict):
     """Left: how many test writers each model reads at each accuracy; right: accuracy by NIST series.
 
@@ -1539,6 +1637,32 @@ def writers_summary_markdown(metrics: dict) -> str:
     return "\n" + "\n".join(lines) if lines else ""
 
 
+def inspection_summary_markdown(metrics: dict) -> str:
+    """The attacks' accuracy per epsilon, the reader's verdicts on attacked digits and the embedding's silhouettes ("" without them)."""
+    attacks = metrics.get("adversarial")
+    if not attacks:
+        return ""
+    epsilons = attacks["epsilons"]
+    lines = ["", f"Attacks on {attacks['digits']:,} test digits drawn once with the seed (accuracy at each epsilon, the largest change "
+             f"of a pixel on the 0-1 scale; PGD with {attacks['pgd_steps']} steps; {attacks['cpu_seconds']:.0f} CPU-seconds in all):", "",
+             "| model | " + " | ".join(f"FGSM {epsilon}" for epsilon in epsilons[1:]) + " | "
+             + " | ".join(f"PGD {epsilon}" for epsilon in epsilons[1:]) + " |",
+             "| --- |" + " ---: |" * (2 * len(epsilons) - 2)]
+    lines += [f"| {name} | " + " | ".join(f"{value * 100:.1f}%" for value in attacks["fgsm"][name][1:]) + " | "
+              + " | ".join(f"{value * 100:.1f}%" for value in attacks["pgd"][name][1:]) + " |" for name in attacks["fgsm"]]
+    reader_attacks = attacks.get("reader")
+    if reader_attacks:
+        lines += ["", f"The reader on digits attacked with PGD through its own networks ({', '.join(reader_attacks['members'])}):", "",
+                  "| epsilon | read right | read as another digit | not sure | not a digit |", "| ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {epsilon} | {shares['right'] * 100:.1f}% | {shares['wrong'] * 100:.1f}% | {shares['not_sure'] * 100:.1f}% | "
+                  f"{shares['not_a_digit'] * 100:.1f}% |" for epsilon, shares in reader_attacks["verdicts"].items()]
+    embedding = (metrics.get("inspection") or {}).get("embedding")
+    if embedding:
+        lines += ["", f"Silhouette of the t-SNE maps of {embedding['digits']:,} test digits (penultimate features): "
+                  + ", ".join(f"{name} {entry['silhouette']:.2f}" for name, entry in embedding.items() if isinstance(entry, dict)) + "."]
+    return "\n" + "\n".join(lines)
+
+
 def update_readme_results(readme_path, metrics: dict, start="<!-- results:start -->", end="<!-- results:end -->"):
     """Replace the text between the two markers in the README with the results table."""
     run = metrics["run"]
@@ -1547,4 +1671,4 @@ def update_readme_results(readme_path, metrics: dict, start="<!-- results:start 
         f"Keras {run['keras']}, {run.get('cpu', 'CPU')}, whole notebook {run['total_seconds'] / 60:.1f} min._\n\n"
     )
     replace_between_markers(readme_path, caption + results_table_markdown(metrics) + reader_summary_markdown(metrics)
-                            + writers_summary_markdown(metrics), start, end)
+                            + writers_summary_markdown(metrics) + inspection_summary_markdown(metrics), start, end)

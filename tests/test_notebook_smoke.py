@@ -18,7 +18,8 @@ EXPECTED_FIGURES = [
     "cross_dataset_examples", "cross_dataset_accuracy", "augmentation_examples", "tuner_trials",
     "history_cnn_augmented", "history_resnet", "history_resnet_seed2", "history_resnet_seed3", "history_cnn_tuned",
     "validation_curves_beyond", "reliability_diagrams", "non_digit_examples", "refusal_scores", "refused_non_digits",
-    "draw_pad_example", "draw_pad_scribble",
+    "draw_pad_example", "draw_pad_scribble", "adversarial", "adversarial_examples", "first_layer_filters",
+    "feature_maps", "saliency", "embedding",
 ]
 # Drawn only when the shared data is beside the project: who wrote each digit, and the pen digits.
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -135,6 +136,28 @@ def test_metrics_are_well_formed(quick_run):
         assert 0.0 <= scores["naive_resize"] <= 1.0 and 0.2 < scores["prepared"] <= 1.0
 
 
+def test_adversarial_and_inspection_entries(quick_run):
+    metrics = json.loads((quick_run / "figures" / "metrics.json").read_text())
+    attacks = metrics["adversarial"]
+    assert attacks["digits"] == 100 and attacks["epsilons"][0] == 0 and attacks["cpu_seconds"] > 0
+    for attack in ("fgsm", "pgd"):
+        assert set(attacks[attack]) == set(BASELINE_MODELS + NEW_MODELS + ["ensemble"])
+        for name, accuracies in attacks[attack].items():
+            assert len(accuracies) == len(attacks["epsilons"])
+            assert accuracies[-1] < accuracies[0], (attack, name)  # epsilon 0.3 costs every network something
+        assert attacks["fgsm"]["dnn"][0] == attacks["pgd"]["dnn"][0]  # epsilon 0: the same clean digits
+    assert set(attacks["reader"]["members"]) in (set(OUTLIER_EXPOSURE_MODELS), {"resnet", "resnet_seed2", "resnet_seed3"})
+    for shares in attacks["reader"]["verdicts"].values():
+        assert sum(shares.values()) == pytest.approx(1.0)
+    inspection = metrics["inspection"]
+    assert inspection["embedding"]["digits"] == 500
+    for name in ("dnn",):
+        assert -1.0 <= inspection["embedding"][name]["silhouette"] <= 1.0
+    assert 0.0 < inspection["ink_share"]["right"] <= 1.0 and 0.0 < inspection["ink_share"]["misread"] <= 1.0
+    assert set(inspection["edge_kernel_share"]) >= {"cnn_basic"}
+    assert set(metrics["run"]["section_seconds"]) >= {"adversarial", "inspection"}
+
+
 def test_ensemble_and_tuner_entries(quick_run):
     metrics = json.loads((quick_run / "figures" / "metrics.json").read_text())
     ensemble = metrics["models"]["ensemble"]
@@ -213,6 +236,7 @@ def test_same_seed_same_numbers(quick_run, mnist_dir, tmp_path):
     second = run_notebook(tmp_path, QUICK=True, DATA_DIR=str(mnist_dir))
     assert results_of(second) == results_of(first)
     assert second["robustness"] == first["robustness"]
+    assert second["adversarial"]["pgd"] == first["adversarial"]["pgd"]  # a seeded attack on the same networks
 
 
 def test_explore_without_training_reproduces_the_run_it_loads(quick_run, mnist_dir, tmp_path):
@@ -244,7 +268,9 @@ def test_committed_models_give_the_committed_numbers(mnist_dir, tmp_path):
     on the full test set gives every committed test accuracy to within 0.0001."""
     committed = json.loads((PROJECT_ROOT / "figures" / "metrics.json").read_text())
     assert committed["run"]["quick"] is False
-    explored = run_notebook(tmp_path, TRAIN=False, DATA_DIR=str(mnist_dir))
+    # The attacks and the embedding on fewer digits than the full run: their numbers are not compared here.
+    explored = run_notebook(tmp_path, TRAIN=False, DATA_DIR=str(mnist_dir), EMBEDDING_DIGITS=500,
+                            ADVERSARIAL={"digits": 100, "epsilons": [0, 0.1], "pgd_steps": 10, "reader_epsilons": [0.1]})
     assert explored["run"]["test_images"] == 10000
     for name, entry in committed["models"].items():
         assert explored["models"][name]["test_accuracy"] == pytest.approx(entry["test_accuracy"], abs=1e-4), name
