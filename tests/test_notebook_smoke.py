@@ -153,7 +153,7 @@ def test_adversarial_and_inspection_entries(quick_run):
     assert inspection["embedding"]["digits"] == 500
     for name in ("dnn",):
         assert -1.0 <= inspection["embedding"][name]["silhouette"] <= 1.0
-    assert 0.0 < inspection["ink_share"]["right"] <= 1.0 and 0.0 < inspection["ink_share"]["misread"] <= 1.0
+    assert 0.0 < inspection["top_20_pixel_share"]["right"] <= 1.0 and 0.0 < inspection["top_20_pixel_share"]["misread"] <= 1.0
     assert set(inspection["edge_kernel_share"]) >= {"cnn_basic"}
     assert set(metrics["run"]["section_seconds"]) >= {"adversarial", "inspection"}
 
