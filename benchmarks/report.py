@@ -143,16 +143,19 @@ def verdict(name, entry, base):
     """One line on what a lever gave: its accuracy change against the seeds' spread, and its cost per epoch."""
     if name == "base":
         return "the reference"
-    change = (entry["summary"]["final_test_accuracy"]["mean"] - base["summary"]["final_test_accuracy"]["mean"]) * 100
-    spreads = [(summary["final_test_accuracy"]["max"] - summary["final_test_accuracy"]["min"]) * 100
-               for summary in (entry["summary"], base["summary"])]
+    # A choice rests on the validation writers; runs measured before validation was recorded fall back to test.
+    on_validation = all(summary.get("final_validation_accuracy") for summary in (entry["summary"], base["summary"]))
+    key = "final_validation_accuracy" if on_validation else "final_test_accuracy"
+    change = (entry["summary"][key]["mean"] - base["summary"][key]["mean"]) * 100
+    spreads = [(summary[key]["max"] - summary[key]["min"]) * 100 for summary in (entry["summary"], base["summary"])]
     if min(entry["summary"]["seeds"], base["summary"]["seeds"]) < 2:
         accuracy = f"{change:+.2f} points on one seed, too few to tell"
     elif abs(change) > max(spreads):
-        accuracy = (f"{'helped' if change > 0 else 'hurt'}: {change:+.2f} points, beyond the seeds' spread of "
-                    f"{max(spreads):.2f}")
+        accuracy = (f"{'helped' if change > 0 else 'hurt'}{' on validation' if on_validation else ''}: {change:+.2f} "
+                    f"points, beyond the seeds' spread of {max(spreads):.2f}")
     else:
-        accuracy = f"no clear change: {change:+.2f} points, within the seeds' spread of {max(spreads):.2f}"
+        accuracy = (f"no clear change{' on validation' if on_validation else ''}: {change:+.2f} points, within the "
+                    f"seeds' spread of {max(spreads):.2f}")
     if name == "test_time_augmentation":
         predictions = len(entry["changes"]["evaluation"]["shifts"])
         return f"{accuracy}; no training of its own, {predictions} predictions per image"

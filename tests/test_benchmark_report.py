@@ -178,3 +178,14 @@ def test_lengths_table_names_the_fast_recipe_from_complete_runs():
     assert "| 1 | 99.45% (99.40-99.50) |" in table and "| 3 | 99.69% (99.68-99.70) |" in table
     lengths = time_to_accuracy.lengths_summary({"original": original, "best": full, 1: shorter}, [1], 3)
     assert lengths["fast_recipe_epochs"] == 3
+
+
+def test_a_verdict_rests_on_the_validation_writers_when_both_runs_recorded_them():
+    base = lever("base", [record(42, [0.9950], [50.0], validation=[0.9940]), record(7, [0.9952], [50.0], validation=[0.9942])])
+    # Better on the test set, beyond the spread, but not on validation: no clear change.
+    lucky = lever("smoothing", [record(42, [0.9970], [50.0], validation=[0.9941]),
+                                record(7, [0.9972], [50.0], validation=[0.9943])])
+    assert report.verdict("label_smoothing", lucky, base).startswith("no clear change on validation: +0.01 points")
+    better = lever("smoothing", [record(42, [0.9950], [50.0], validation=[0.9961]),
+                                 record(7, [0.9951], [50.0], validation=[0.9961])])
+    assert report.verdict("label_smoothing", better, base).startswith("helped on validation: +0.20 points")
