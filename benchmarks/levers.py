@@ -228,7 +228,7 @@ def train_lever(name, base_training, settings, splits, seed):
     evaluations = {}
     if name == "base":
         evaluations["shifted"] = recipes.EpochEvaluation(lambda trained: helpers.accuracy(
-            recipes.shifted_predictions(trained, splits.test_inputs), splits.test_labels))
+            helpers.shifted_predictions(trained, splits.test_inputs), splits.test_labels))
     if training.get("use_ema"):
         evaluations["averaged"] = recipes.EpochEvaluation(averaged_weights_accuracy(splits.test_inputs,
                                                                                     splits.test_labels))
@@ -244,9 +244,9 @@ def train_lever(name, base_training, settings, splits, seed):
     if "shifted" in evaluations:
         record["test_accuracy_shifted"] = [round(value, 4) for value in evaluations["shifted"].values]
         record["final_test_accuracy_shifted"] = round(helpers.accuracy(
-            recipes.shifted_predictions(model, splits.test_inputs), splits.test_labels), 4)
+            helpers.shifted_predictions(model, splits.test_inputs), splits.test_labels), 4)
         record["final_validation_accuracy_shifted"] = round(helpers.accuracy(
-            recipes.shifted_predictions(model, splits.validation_inputs), splits.validation_labels), 4)
+            helpers.shifted_predictions(model, splits.validation_inputs), splits.validation_labels), 4)
     return record
 
 
@@ -292,7 +292,7 @@ def run_training_levers(names, arguments, base_training, run, splits):
         if name == "test_time_augmentation":
             base = read_levers(arguments.output)["training"]["base"]
             records = shifted_records(list(base["seeds"].values()))
-            changes = {"evaluation": {"shifts": [list(shift) for shift in recipes.ONE_PIXEL_SHIFTS]}}
+            changes = {"evaluation": {"shifts": [list(shift) for shift in helpers.ONE_PIXEL_SHIFTS]}}
         else:
             try:
                 changes = lever_changes(name, base_training)

@@ -222,31 +222,6 @@ def training_gflops(multiply_adds: int, images_per_second: float) -> float:
 
 
 
-ONE_PIXEL_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
-
-
-def shifted_predictions(model, inputs, shifts=ONE_PIXEL_SHIFTS, batch_size: int = 1024) -> np.ndarray:
-    """Test-time augmentation: the model's probabilities averaged over copies of the images moved by each shift.
-
-    `inputs` are model inputs (N, 28, 28, 1); each shift is (rows down, columns right) in
-    pixels, and the pixels moved in at the border are 0, MNIST's background. The default
-    averages the image itself and its four 1-pixel shifts, so it costs five predictions.
-    """
-    inputs = np.asarray(inputs, dtype=np.float32)
-    height, width = inputs.shape[1:3]
-    total = None
-    for rows, columns in shifts:
-        if abs(rows) >= height or abs(columns) >= width:
-            raise ValueError(f"shift ({rows}, {columns}) moves the whole {height}x{width} image out of view; "
-                             "use shifts of a few pixels.")
-        shifted = np.zeros_like(inputs)
-        shifted[:, max(rows, 0):height + min(rows, 0), max(columns, 0):width + min(columns, 0)] = \
-            inputs[:, max(-rows, 0):height + min(-rows, 0), max(-columns, 0):width + min(-columns, 0)]
-        probabilities = np.asarray(model.predict(shifted, batch_size=batch_size, verbose=0), dtype=np.float64)
-        total = probabilities if total is None else total + probabilities
-    return (total / len(shifts)).astype(np.float32)
-
-
 
 
 class EpochEvaluation(keras.callbacks.Callback):

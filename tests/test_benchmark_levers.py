@@ -1,5 +1,5 @@
 """benchmarks/levers.py's pieces: width and dtype variants of a saved model, the levers' changes, and
-recipes.shifted_predictions (test-time augmentation)."""
+helpers.shifted_predictions (test-time augmentation, which the notebook uses too)."""
 
 import keras
 import numpy as np
@@ -92,14 +92,14 @@ def test_shifted_predictions_average_the_model_over_shifted_images():
     images = np.zeros((3, 28, 28, 1), np.float32)
     images[:, 5:20, 6:22] = np.random.default_rng(0).random((3, 15, 16, 1))  # a blank border: rolling = shifting
     expected = np.mean([model.predict(np.roll(images, shift, axis=(1, 2)), verbose=0)
-                        for shift in recipes.ONE_PIXEL_SHIFTS], axis=0)
-    np.testing.assert_allclose(recipes.shifted_predictions(model, images), expected, atol=1e-6)
-    np.testing.assert_allclose(recipes.shifted_predictions(model, images, shifts=((0, 0),)),
+                        for shift in helpers.ONE_PIXEL_SHIFTS], axis=0)
+    np.testing.assert_allclose(helpers.shifted_predictions(model, images), expected, atol=1e-6)
+    np.testing.assert_allclose(helpers.shifted_predictions(model, images, shifts=((0, 0),)),
                                model.predict(images, verbose=0), atol=1e-6)
     # A shift moves the image's content: the pixel at (5, 6) lands at (6, 6) and the border fills with 0.
     probe = keras.Model(inputs, layers.Flatten()(inputs))
-    shifted = recipes.shifted_predictions(probe, images, shifts=((1, 0),)).reshape(3, 28, 28)
+    shifted = helpers.shifted_predictions(probe, images, shifts=((1, 0),)).reshape(3, 28, 28)
     np.testing.assert_allclose(shifted[:, 6, 6], images[:, 5, 6, 0])
     assert not shifted[:, 0].any()
     with pytest.raises(ValueError, match="out of view"):
-        recipes.shifted_predictions(model, images, shifts=((28, 0),))
+        helpers.shifted_predictions(model, images, shifts=((28, 0),))

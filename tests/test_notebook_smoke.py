@@ -168,6 +168,9 @@ def test_ensemble_and_tuner_entries(quick_run):
     assert set(tuner["best_hyperparameters"]) == {"base_filters", "dense_units", "l2", "dropout_conv",
                                                   "dropout_dense", "learning_rate"}
     assert set(metrics["run"]["section_seconds"]) >= {"training", "resnet", "tuning", "robustness"}
+    for name in ["resnet", "resnet_seed2", "resnet_seed3", "ensemble"]:  # test-time shifts, beside the plain numbers
+        assert 0.5 < metrics["models"][name]["test_accuracy_shifted"] <= 1.0
+        assert 0.5 < metrics["models"][name]["validation_accuracy_shifted"] <= 1.0
 
 
 def test_calibration_and_refusal_entries(quick_run):
