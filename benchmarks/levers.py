@@ -54,8 +54,9 @@ TRAINING_LEVERS = {
     "elastic_grid": "a smooth elastic warp added: random moves of a 4x4 grid of points, up to 2 pixels, "
                     "interpolated bicubically, on half of each batch",
     "photometric_augmentation": "blur, noise, contrast and stroke width switched on (off where the base has them)",
-    "label_smoothing": "label smoothing 0.1 (one-hot labels with CategoricalCrossentropy)",
-    "weight_averaging": "Adam's moving average of the weights (use_ema, momentum 0.99), evaluated with the averages",
+    "label_smoothing": "label smoothing 0.1 (one-hot labels with CategoricalCrossentropy; off where the base has it)",
+    "weight_averaging": "Adam's moving average of the weights (use_ema, momentum 0.99), evaluated with the averages "
+                        "(off where the base has it)",
     "peak_x0.5": "peak learning rate x0.5",
     "peak_x2": "peak learning rate x2",
     "batch_size": "batch 128, or 64 where the base trains at 128; same peak learning rate",
@@ -182,9 +183,9 @@ def lever_changes(name, training):
     if name == "photometric_augmentation":
         return {"training": {"augmentation": toggled_augmentation(training["augmentation"], PHOTOMETRIC)}}
     if name == "label_smoothing":
-        return {"training": {"label_smoothing": LABEL_SMOOTHING}}
+        return {"training": {"label_smoothing": 0.0 if training.get("label_smoothing") else LABEL_SMOOTHING}}
     if name == "weight_averaging":
-        return {"training": {"use_ema": True}}
+        return {"training": {"use_ema": not training.get("use_ema")}}
     if name in ("peak_x0.5", "peak_x2"):
         return {"training": {"learning_rate": training["learning_rate"] * float(name.split("_x")[1])}}
     if name == "batch_size":

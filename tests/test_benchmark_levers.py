@@ -77,6 +77,8 @@ def test_the_other_levers_change_one_thing():
     assert levers.lever_changes("width_x0.5", BASE) == {"width": 0.5}
     assert levers.lever_changes("label_smoothing", BASE) == {"training": {"label_smoothing": 0.1}}
     assert levers.lever_changes("weight_averaging", BASE) == {"training": {"use_ema": True}}
+    assert levers.lever_changes("label_smoothing", {**BASE, "label_smoothing": 0.1}) == {"training": {"label_smoothing": 0.0}}
+    assert levers.lever_changes("weight_averaging", {**BASE, "use_ema": True}) == {"training": {"use_ema": False}}
     grid = levers.lever_changes("elastic_grid", BASE)["training"]["augmentation"]
     assert grid == {"max_degrees": 10, **levers.ELASTIC_GRID}  # the base's own elastic settings are replaced
     assert levers.lever_changes("base", BASE) == {}
