@@ -9,14 +9,12 @@ each. The product, the digit reader that predict.py and the pad use, is `reader.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import math
 import os
 import platform
 import struct
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -30,7 +28,7 @@ from scipy import ndimage
 
 import reader
 import writers
-from reader import IMAGE_SIZE, NUM_CLASSES  # the reader defines what a digit image is
+from reader import IMAGE_SIZE, NUM_CLASSES, atomic_write  # the reader defines what a digit image is; one way to write a file
 
 CLASS_NAMES = [str(digit) for digit in range(NUM_CLASSES)]
 
@@ -1307,30 +1305,6 @@ def plot_digit_reading(reading):
 # ==================== Results files and prose =========================================
 
 
-@contextlib.contextmanager
-def atomic_write(path):
-    """Write a file whole or not at all: yields a temporary path beside `path`, renamed over it on success.
-
-    The temporary file keeps the suffix (Keras and Matplotlib choose the format by it); if
-    the block raises, it is deleted and any earlier file at `path` stays as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    temporary = Path(temporary)
-    # mkstemp makes the file private (0600); give it the permissions a plain new file would get.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
 def save_model_checked(model, path, sample_inputs, tolerance=1e-5):
     """Save a Keras model, reload it in safe mode and check it predicts as the trained one.
 
@@ -1652,7 +1626,7 @@ def writers_summary_markdown(metrics: dict) -> str:
         refused = adaptation.get("non_digits_refused") or {}
         if refused.get("after_mean"):
             lines += ["", "Held-out non-digits refused before adaptation, and after it (mean and lowest over the adapted "
-                      f"readers, one per held-out writer): " + "; ".join(
+                      "readers, one per held-out writer): " + "; ".join(
                           f"{kind} {refused['before'][kind] * 100:.1f}% -> {refused['after_mean'][kind] * 100:.1f}% "
                           f"(lowest {refused['after_lowest'][kind] * 100:.1f}%)" for kind in refused["before"]) + "."]
         timing = adaptation.get("seconds_to_adapt")

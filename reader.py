@@ -16,9 +16,11 @@ learning a person's hand from a few examples; the models in ONNX; the reader and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 import weakref
 from pathlib import Path
@@ -571,22 +573,33 @@ def save_examples(path, images, digits) -> Path:
     data = {"format": EXAMPLES_FORMAT, "version": 1, "image_size": IMAGE_SIZE,
             "examples": [{"digit": int(digit), "pixels": np.round(image * 255).astype(int).ravel().tolist()}
                          for image, digit in zip(images, digits)]}
-    return write_atomically(path, lambda temporary: temporary.write_text(json.dumps(data)))
+    with atomic_write(path) as temporary:
+        temporary.write_text(json.dumps(data))
+    return path
 
 
-def write_atomically(path: Path, write) -> Path:
-    """Call `write(temporary_path)`, then rename the file to `path`: all or nothing, never half a file.
+@contextlib.contextmanager
+def atomic_write(path: Path):
+    """Write a file whole or not at all: yields a temporary path beside `path`, renamed over it on success.
 
-    A write that fails or is interrupted (Ctrl-C) leaves `path` as it was, and no temporary file behind.
+    The temporary file keeps the suffix (Keras and Matplotlib choose the format by it); if
+    the block raises, it is deleted and any earlier file at `path` stays as it was.
     """
     path = Path(path)
-    temporary = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    temporary = Path(temporary)
+    # mkstemp makes the file private (0600); give it the permissions a plain new file would get.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     try:
-        write(temporary)
+        yield temporary
         os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)
-    return path
+        if temporary.exists():
+            temporary.unlink()
 
 
 def load_examples(path) -> tuple[np.ndarray, np.ndarray]:
@@ -694,8 +707,8 @@ def export_onnx(models_dir=MODELS_DIR, names=None) -> list[Path]:
         extractor, (kernel, bias) = feature_model(model), last_layer(model)
         metadata = {"source": source_fingerprint(keras_path),
                     "kernel": kernel.astype(np.float32).tolist(), "bias": bias.astype(np.float32).tolist()}
-
-        def write(temporary):
+        onnx_path = models_dir / f"{name}.onnx"
+        with atomic_write(onnx_path) as temporary:
             # Keras writes the graph (with tf2onnx); the reader's metadata joins it before the file is renamed into place.
             with warnings.catch_warnings():
                 # Keras' own patch of tf2onnx for NumPy 2 asks NumPy for np.object, which NumPy warns about.
@@ -705,8 +718,7 @@ def export_onnx(models_dir=MODELS_DIR, names=None) -> list[Path]:
             exported = onnx.load(temporary)
             onnx.helper.set_model_props(exported, {ONNX_METADATA_KEY: json.dumps(metadata)})
             onnx.save(exported, temporary)
-
-        written.append(write_atomically(models_dir / f"{name}.onnx", write))
+        written.append(onnx_path)
     return written
 
 
