@@ -52,9 +52,9 @@ PROMOTED = (NOTEBOOK_NAME, *RESULT_FOLDERS)
 PROMOTED_DESCRIPTION = "model.ipynb, figures/ and saved_models/"
 STAGING_PARENT = "runs"  # git-ignored, and inside the target so that moving a folder in is a rename
 BACKUP_NAME = "previous"
-# Files in the result folders that the notebook does not write (the drawing pad's screenshot comes
+# Files in the result folders that the notebook does not write (the drawing pad's screenshots come
 # from tests/test_pad_browser.py): carried from the old set into the new one, so a run keeps them.
-CARRIED_OVER = ("figures/draw_pad.png",)
+CARRIED_OVER = ("figures/draw_pad.png", "figures/draw_pad_teach.png")
 INJECTED_TAG = "injected-parameters"  # papermill's tag for the cell it adds after the parameters cell
 ERROR_MARKER_TAG = "papermill-error-cell-tag"  # and for the cells it adds to a failed notebook, pointing at the error
 # The README markers that helpers.update_readme_results writes between.

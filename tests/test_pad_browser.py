@@ -201,7 +201,7 @@ def test_a_digit_drawn_with_the_mouse_is_read(jupyter, tmp_path):
         finally:
             browser.close()
     assert (best, ensemble, message) == ("4", "4", "")
-    assert re.fullmatch(r"where cnn_basic looked for its 4 \(\d\.\d\d s\)", caption), caption
+    assert re.fullmatch(r"where (cnn_basic|resnet) looked for its 4 \(\d\.\d\d s\)", caption), caption
     assert float(caption.split("(")[1].split(" ")[0]) < 0.5  # computed in well under a second
     assert hot >= 5 and dark > 28 * 28 // 2, (hot, dark)
     assert not map_after_clear
