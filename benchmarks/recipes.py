@@ -192,7 +192,6 @@ class EpochTestAccuracy(keras.callbacks.Callback):
               f"test accuracy {self.test_accuracy[-1] * 100:.2f}%{validation}", flush=True)
 
 
-
 def count_multiply_adds(model) -> int:
     """Multiply-adds of one forward pass of one image through a built Keras model.
 
@@ -219,9 +218,6 @@ def count_multiply_adds(model) -> int:
 def training_gflops(multiply_adds: int, images_per_second: float) -> float:
     """Training GFLOP/s: 2 FLOPs per multiply-add, 3 forward-pass equivalents per training image."""
     return 2 * 3 * multiply_adds * images_per_second / 1e9
-
-
-
 
 
 class EpochEvaluation(keras.callbacks.Callback):
