@@ -505,6 +505,9 @@ def compile_for_outlier_exposure(model, training: dict, steps_per_epoch: int):
 class EpochLogger(keras.callbacks.Callback):
     """Prints one line per epoch (loss, accuracy, learning rate, seconds), so logs stay short and live."""
 
+    # The classifiers' numbers, and the generators' (generative.py).
+    KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "reconstruction", "kl", "generator_loss", "discriminator_loss")
+
     def __init__(self, model_name: str):
         super().__init__()
         self.model_name = model_name
@@ -520,7 +523,7 @@ class EpochLogger(keras.callbacks.Callback):
         seconds = time.perf_counter() - self.epoch_start
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         parts = [f"{self.model_name:>14} epoch {epoch + 1:2d}/{self.total_epochs}"]
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        for key in self.KEYS:
             if key in logs:
                 parts.append(f"{key} {logs[key]:.4f}")
         parts.append(f"lr {learning_rate:.2e}")
@@ -528,13 +531,14 @@ class EpochLogger(keras.callbacks.Callback):
         print("  ".join(parts), flush=True)
 
 
-def fit_timed(model, train_data, validation_data, epochs, model_name, callbacks=()):
-    """Train with one log line per epoch; return (history dict, wall seconds, CPU seconds)."""
+def fit_timed(model, train_data, validation_data, epochs, model_name, callbacks=(), initial_epoch=0):
+    """Train with one log line per epoch (from `initial_epoch` to `epochs`); return (history dict, wall seconds, CPU seconds)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     history = model.fit(
         train_data,
         validation_data=validation_data,
         epochs=epochs,
+        initial_epoch=initial_epoch,
         verbose=0,
         shuffle=False,  # The tf.data pipeline shuffles; Keras would only warn about it.
         callbacks=[EpochLogger(model_name), *callbacks],
@@ -891,6 +895,45 @@ def plot_grouped_bars(values: dict, title: str, ylabel: str, value_format="{:.1f
     fig.tight_layout()
     return fig
 
+
+def plot_generator_history(history: dict, title: str):
+    """A generator's losses per epoch, one panel each (a VAE's loss, reconstruction and KL; a GAN's two players)."""
+    keys = [key for key in ("loss", "reconstruction", "kl", "generator_loss", "discriminator_loss") if key in history]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    for axis, key in zip(axes[0], keys):
+        axis.plot(np.arange(1, len(history[key]) + 1), history[key], "o-")
+        axis.set_title(key.replace("_", " "))
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_low_label(results: dict):
+    """Test accuracy of classifiers trained on few labels, without and with generated digits: a bar for the mean
+    over seeds, a dot for each seed. `results[size][arm]` is a list of accuracies (0-1)."""
+    sizes = list(results)
+    arms = list(next(iter(results.values())))
+    width = 0.8 / len(arms)
+    fig, axis = plt.subplots(figsize=(max(6, 2.2 * len(sizes) + 2), 4))
+    for index, arm in enumerate(arms):
+        positions = np.arange(len(sizes)) + (index - (len(arms) - 1) / 2) * width
+        accuracies = [np.array(results[size][arm]) * 100 for size in sizes]
+        bars = axis.bar(positions, [values.mean() for values in accuracies], width, label=arm, color=MODEL_COLORS[index], alpha=0.8)
+        for position, values, bar in zip(positions, accuracies, bars):
+            axis.plot(np.full(len(values), position), values, "k.", markersize=8)
+            axis.annotate(f"{values.mean():.1f}", (position, values.max()), ha="center", va="bottom", xytext=(0, 3),
+                          textcoords="offset points", fontsize=8)
+    axis.set_xticks(np.arange(len(sizes)), [f"{size:,} labelled digits" for size in sizes])
+    low = min(min(values) for entry in results.values() for values in entry.values()) * 100
+    axis.set_ylim(max(0, low - 5), 100)
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title("Few labels: the basic CNN without and with generated digits (dots: seeds)")
+    axis.legend(loc="lower right")
+    axis.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 def plot_tuner_trials(trials: list):
     """The tuner's search: validation accuracy per trial (with the best so far) and against the learning rate."""
@@ -1662,6 +1705,25 @@ def inspection_summary_markdown(metrics: dict) -> str:
     return "\n" + "\n".join(lines)
 
 
+def generative_summary_markdown(metrics: dict) -> str:
+    """What the generated digits are worth: the ensemble's reading, the Frechet distance, training on them ("" without them)."""
+    generated = metrics.get("generative")
+    if not generated:
+        return ""
+    distance, low_label = generated["frechet_distance"], generated["low_label"]
+    lines = ["", f"Generated digits ({generated['kind']}, trained in {generated['train_cpu_seconds'] / 60:.1f} CPU-minutes with its "
+             f"trial of the other kind): the ensemble reads {generated['ensemble_accuracy_on_generated'] * 100:.1f}% of "
+             f"{generated['digits']:,} as the digit asked for (mean confidence {generated['ensemble_mean_confidence']:.3f}); "
+             f"Frechet distance to the test digits {distance['generated_to_test']:.2f} (two halves of the test set: {distance['test_halves']:.2f}); "
+             f"the reader answers 'not a digit' for {generated['reader_on_generated']['not a digit'] * 100:.1f}%. The basic CNN trained "
+             f"only on {generated['train_on_synthetic']['train_images']:,} generated digits reads {generated['train_on_synthetic_test_accuracy'] * 100:.2f}% "
+             "of the real test set. With few labels (test accuracy, mean of "
+             f"{len(low_label['seeds'])} seeds, and the spread between seeds):", "",
+             "| labelled digits | real only | real + generated |", "| ---: | ---: | ---: |"]
+    lines += [f"| {int(size):,} | " + " | ".join(f"{low_label['mean'][size][arm] * 100:.1f}% (±{low_label['spread'][size][arm] * 50:.1f})"
+                                                 for arm in ("real", "real + generated")) + " |" for size in low_label["mean"]]
+    return "\n" + "\n".join(lines)
+
 def update_readme_results(readme_path, metrics: dict, start="<!-- results:start -->", end="<!-- results:end -->"):
     """Replace the text between the two markers in the README with the results table."""
     run = metrics["run"]
@@ -1670,4 +1732,5 @@ def update_readme_results(readme_path, metrics: dict, start="<!-- results:start 
         f"Keras {run['keras']}, {run.get('cpu', 'CPU')}, whole notebook {run['total_seconds'] / 60:.1f} min._\n\n"
     )
     replace_between_markers(readme_path, caption + results_table_markdown(metrics) + reader_summary_markdown(metrics)
-                            + writers_summary_markdown(metrics) + inspection_summary_markdown(metrics), start, end)
+                            + writers_summary_markdown(metrics) + inspection_summary_markdown(metrics)
+                            + generative_summary_markdown(metrics), start, end)

@@ -168,7 +168,7 @@ SECTION_LINE = re.compile(r"^── section (?P<name>.+?) · .* ──$")
 CONSOLE_LINES = re.compile("|".join([
     r"^\s*\S+ epoch +\d+\b", r"^trial +\d+/\d+:",
     r"^\S+: \d+ epochs in \d+ s", r"\btest accuracy\b", r"^best single model", r"^adopted on", r"^MNIST test: kept",
-    r"^CPU: ", r"^QUICK run: ", r"^TRAIN = False: ", r"^no [^:]+: ",
+    r"^CPU: ", r"^QUICK run: ", r"^TRAIN = False: ", r"^no [^:]+: ", r"^generated digits: ",
 ]))
 ANSI_CODE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # The parameters that make a run of another kind, with other section times: compared with metrics.json's "run".

@@ -19,7 +19,8 @@ EXPECTED_FIGURES = [
     "history_cnn_augmented", "history_resnet", "history_resnet_seed2", "history_resnet_seed3", "history_cnn_tuned",
     "validation_curves_beyond", "reliability_diagrams", "non_digit_examples", "refusal_scores", "refused_non_digits",
     "draw_pad_example", "draw_pad_scribble", "adversarial", "adversarial_examples", "first_layer_filters",
-    "feature_maps", "saliency", "embedding",
+    "feature_maps", "saliency", "embedding", "generator_history", "generated_digits", "generated_interpolation",
+    "generated_low_label",
 ]
 # Drawn only when the shared data is beside the project: who wrote each digit, and the pen digits.
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -158,6 +159,29 @@ def test_adversarial_and_inspection_entries(quick_run):
     assert set(metrics["run"]["section_seconds"]) >= {"adversarial", "inspection"}
 
 
+def test_generated_digits_entries(quick_run):
+    metrics = json.loads((quick_run / "figures" / "metrics.json").read_text())
+    generated = metrics["generative"]
+    assert generated["kind"] in ("cvae", "cgan") and set(generated["trials"]) == {"cvae", "cgan"}
+    # The kind kept is the one closer to the validation digits.
+    assert generated["kind"] == min(generated["trials"], key=lambda kind: generated["trials"][kind]["frechet_distance_validation"])
+    assert generated["digits"] == 1000 and generated["train_cpu_seconds"] > 0
+    assert 0.0 <= generated["ensemble_accuracy_on_generated"] <= 1.0 and 0.1 <= generated["ensemble_mean_confidence"] <= 1.0
+    assert len(generated["ensemble_accuracy_by_digit"]) == 10
+    assert generated["frechet_distance"]["generated_to_test"] > 0 and generated["frechet_distance"]["test_halves"] >= 0
+    assert 0.0 <= generated["train_on_synthetic_test_accuracy"] <= 1.0
+    assert sum(generated["reader_on_generated"].values()) == pytest.approx(1.0)
+    low_label = generated["low_label"]
+    assert set(low_label["test_accuracy"]) == {"100"}
+    assert set(low_label["test_accuracy"]["100"]) == {"real", "real + generated"}
+    assert low_label["mean"]["100"]["real"] == pytest.approx(np.mean(low_label["test_accuracy"]["100"]["real"]))
+    assert "generative" in metrics["run"]["section_seconds"]
+    import reader
+
+    generator = reader.load_model(quick_run / "saved_models" / "generator.keras")
+    assert generator.output_shape == (None, 28, 28, 1)
+
+
 def test_ensemble_and_tuner_entries(quick_run):
     metrics = json.loads((quick_run / "figures" / "metrics.json").read_text())
     ensemble = metrics["models"]["ensemble"]
@@ -252,6 +276,8 @@ def test_explore_without_training_reproduces_the_run_it_loads(quick_run, mnist_d
         if "members" not in entry:
             assert entry["train_seconds"] == first["models"][name]["train_seconds"]
     assert explored["tuner"] == first["tuner"]
+    for key in ("ensemble_accuracy_on_generated", "train_on_synthetic_test_accuracy", "low_label", "train_cpu_seconds"):
+        assert explored["generative"][key] == pytest.approx(first["generative"][key], abs=1e-6), key
     missing = [name for name in EXPECTED_FIGURES if not (tmp_path / "figures" / f"{name}.png").is_file()]
     assert missing == []
     assert not list((tmp_path / "saved_models").glob("*.keras"))  # nothing was trained, nothing saved
@@ -286,6 +312,9 @@ def test_committed_models_give_the_committed_numbers(mnist_dir, tmp_path):
             assert explored["robustness"][kind]["models"][name] == pytest.approx(accuracies, abs=1e-4), (kind, name)
     for name, scores in committed["cross_dataset"]["models"].items():
         assert explored["cross_dataset"]["models"][name] == pytest.approx(scores, abs=1e-4), name
+    # The committed generator draws the same digits, which the committed ensemble reads as before.
+    assert explored["generative"]["ensemble_accuracy_on_generated"] == pytest.approx(
+        committed["generative"]["ensemble_accuracy_on_generated"], abs=1e-4)
 
 
 def test_quick_run_refuses_to_overwrite_the_committed_results(tmp_path):
