@@ -276,8 +276,10 @@ def test_explore_without_training_reproduces_the_run_it_loads(quick_run, mnist_d
         if "members" not in entry:
             assert entry["train_seconds"] == first["models"][name]["train_seconds"]
     assert explored["tuner"] == first["tuner"]
-    for key in ("ensemble_accuracy_on_generated", "train_on_synthetic_test_accuracy", "low_label", "train_cpu_seconds"):
-        assert explored["generative"][key] == pytest.approx(first["generative"][key], abs=1e-6), key
+    # The generator is reloaded and draws the same digits; what needed training comes back from generator.json.
+    assert explored["generative"]["ensemble_accuracy_on_generated"] == pytest.approx(first["generative"]["ensemble_accuracy_on_generated"], abs=1e-6)
+    for key in ("train_on_synthetic_test_accuracy", "low_label", "train_cpu_seconds", "trials"):
+        assert explored["generative"][key] == first["generative"][key], key
     missing = [name for name in EXPECTED_FIGURES if not (tmp_path / "figures" / f"{name}.png").is_file()]
     assert missing == []
     assert not list((tmp_path / "saved_models").glob("*.keras"))  # nothing was trained, nothing saved
