@@ -920,8 +920,8 @@ def plot_low_label(results: dict):
     for index, arm in enumerate(arms):
         positions = np.arange(len(sizes)) + (index - (len(arms) - 1) / 2) * width
         accuracies = [np.array(results[size][arm]) * 100 for size in sizes]
-        bars = axis.bar(positions, [values.mean() for values in accuracies], width, label=arm, color=MODEL_COLORS[index], alpha=0.8)
-        for position, values, bar in zip(positions, accuracies, bars):
+        axis.bar(positions, [values.mean() for values in accuracies], width, label=arm, color=MODEL_COLORS[index], alpha=0.8)
+        for position, values in zip(positions, accuracies):
             axis.plot(np.full(len(values), position), values, "k.", markersize=8)
             axis.annotate(f"{values.mean():.1f}", (position, values.max()), ha="center", va="bottom", xytext=(0, 3),
                           textcoords="offset points", fontsize=8)
@@ -934,6 +934,7 @@ def plot_low_label(results: dict):
     axis.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
 
 def plot_tuner_trials(trials: list):
     """The tuner's search: validation accuracy per trial (with the best so far) and against the learning rate."""
@@ -1723,6 +1724,7 @@ def generative_summary_markdown(metrics: dict) -> str:
     lines += [f"| {int(size):,} | " + " | ".join(f"{low_label['mean'][size][arm] * 100:.1f}% (±{low_label['spread'][size][arm] * 50:.1f})"
                                                  for arm in ("real", "real + generated")) + " |" for size in low_label["mean"]]
     return "\n" + "\n".join(lines)
+
 
 def update_readme_results(readme_path, metrics: dict, start="<!-- results:start -->", end="<!-- results:end -->"):
     """Replace the text between the two markers in the README with the results table."""
