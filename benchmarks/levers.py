@@ -15,9 +15,6 @@ process (thread settings and oneDNN are fixed when TensorFlow starts), trains a 
 to trace the graph, then times three epochs of 12,288 images and keeps the median, with the
 CPU seconds beside the wall clock, which the machine's neighbours move much more.
 
-Augmentation speed. Images per CPU-second that the training-time augmentation layers pass on
-their own, through the same tf.data pipeline, against the pipeline without them.
-
     python -m benchmarks.levers                                    # everything (make levers)
     python -m benchmarks.levers --levers base,label_smoothing --epochs 5 --seeds 42,7
     python -m benchmarks.levers --list                             # every lever and what it changes
@@ -50,16 +47,16 @@ LEVERS_PATH = recipes.PROJECT_ROOT / "benchmarks" / "levers.json"
 # Training levers: name -> what changes against the base.
 TRAINING_LEVERS = {
     "base": "the notebook's best recipe as it recorded it (the base of every other training lever)",
-    "elastic_distortions": "elastic distortions switched on (off where the base has them)",
     "elastic_grid": "a smooth elastic warp added: random moves of a 4x4 grid of points, up to 2 pixels, "
                     "interpolated bicubically, on half of each batch",
-    "photometric_augmentation": "blur, noise, contrast and stroke width switched on (off where the base has them)",
     "label_smoothing": "label smoothing 0.1 (one-hot labels with CategoricalCrossentropy; off where the base has it)",
     "weight_averaging": "Adam's moving average of the weights (use_ema, momentum 0.99), evaluated with the averages "
                         "(off where the base has it)",
     "peak_x0.5": "peak learning rate x0.5",
     "peak_x2": "peak learning rate x2",
     "batch_size": "batch 128, or 64 where the base trains at 128; same peak learning rate",
+    "early_stopping": "every epoch trained, the last one kept, where the base stops early and keeps its best validation "
+                      "epoch (else early stopping with patience 5)",
     "width_x0.5": "half the filters in every convolution of the base model",
     "width_x2": "twice the filters in every convolution of the base model",
     "all_training_images": "the final fit: all 60,000 training images, no validation split (so no early "
@@ -67,16 +64,10 @@ TRAINING_LEVERS = {
     "test_time_augmentation": "the base's predictions averaged over the image and its four 1-pixel shifts "
                               "(no training of its own)",
 }
-# What a lever switches on where the base does not have it (the notebook's AUGMENTATION values),
-# and the keys that belong to the group: (settings, key prefixes).
-ELASTIC = ({"elastic_alpha": 34.0, "elastic_sigma": 4.0, "elastic_fraction": 0.5}, ("elastic",))
 ELASTIC_GRID = {"elastic_alpha": 2.0, "elastic_grid": 4, "elastic_fraction": 0.5}
-PHOTOMETRIC = ({"blur_probability": 0.5, "max_blur_sigma": 2.0, "max_contrast": 0.3, "max_stroke_change": 0.5,
-                "max_noise": 0.35},
-               ("blur_probability", "max_blur_sigma", "max_contrast", "max_stroke_change", "max_noise"))
-GEOMETRIC = ({"max_degrees": 15, "max_shift": 0.1, "max_zoom": 0.1}, ("max_degrees", "max_shift", "max_zoom"))
 LABEL_SMOOTHING = 0.1
 LEVER_BATCH_SIZE = 128
+EARLY_STOPPING_PATIENCE = 5
 
 # Throughput levers: name -> (what it measures, settings); `reference` names the lever it changes one
 # thing of. Settings: model (a notebook model, default cnn_basic with the original recipe), variant (see
@@ -123,17 +114,8 @@ THROUGHPUT_IMAGES = 12288  # a multiple of every batch size tried, so no partial
 WARMUP_BATCHES = 10
 TIMED_EPOCHS = 3
 
-# Augmentation speed: name -> (what it measures, the augmentation group it takes from the base, else switches on).
-AUGMENTATION_SPEED = {
-    "augmentation_geometric": ("rotation, shift and zoom: Keras' RandomRotation, RandomTranslation, RandomZoom",
-                               GEOMETRIC),
-    "augmentation_elastic": ("elastic distortions", ELASTIC),
-    "augmentation_photometric": ("blur, contrast, stroke width and noise", PHOTOMETRIC),
-    "augmentation_base": ("the base recipe's whole augmentation", None),
-}
-AUGMENTATION_IMAGES = 12288
-QUICK = {"throughput_images": 512, "warmup_batches": 2, "timed_epochs": 1, "augmentation_images": 512}
-LEVER_NAMES = [*TRAINING_LEVERS, *THROUGHPUT_LEVERS, *AUGMENTATION_SPEED]
+QUICK = {"throughput_images": 512, "warmup_batches": 2, "timed_epochs": 1}
+LEVER_NAMES = [*TRAINING_LEVERS, *THROUGHPUT_LEVERS]
 
 
 # ==================== Architecture variants of the notebook's models =================
@@ -158,30 +140,15 @@ def model_variant(model, width=1.0, dtype_policy=None):
     return keras.models.clone_model(model, clone_function=rebuilt)
 
 
-def toggled_augmentation(augmentation, group):
-    """The base's augmentation with a group of settings switched on, or off where the base has them."""
-    settings, keys = group
-    current = dict(augmentation or {})
-    if any(value for key, value in current.items() if key.startswith(keys)):
-        changed = {key: value for key, value in current.items() if not key.startswith(keys)}
-    else:
-        changed = {**current, **settings}
-    return changed or None
-
-
 def lever_changes(name, training):
     """What training lever `name` changes in the base recipe `training`.
 
     Returns a dict: `training` (overrides of the recorded settings, which helpers.fit_recipe
     reads), or `width`, or `all_training_images`.
     """
-    if name == "elastic_distortions":
-        return {"training": {"augmentation": toggled_augmentation(training["augmentation"], ELASTIC)}}
     if name == "elastic_grid":
         current = {key: value for key, value in (training["augmentation"] or {}).items() if not key.startswith("elastic")}
         return {"training": {"augmentation": {**current, **ELASTIC_GRID}}}
-    if name == "photometric_augmentation":
-        return {"training": {"augmentation": toggled_augmentation(training["augmentation"], PHOTOMETRIC)}}
     if name == "label_smoothing":
         return {"training": {"label_smoothing": 0.0 if training.get("label_smoothing") else LABEL_SMOOTHING}}
     if name == "weight_averaging":
@@ -190,6 +157,9 @@ def lever_changes(name, training):
         return {"training": {"learning_rate": training["learning_rate"] * float(name.split("_x")[1])}}
     if name == "batch_size":
         return {"training": {"batch_size": 64 if training["batch_size"] == LEVER_BATCH_SIZE else LEVER_BATCH_SIZE}}
+    if name == "early_stopping":
+        return {"training": {"early_stopping_patience": None if training.get("early_stopping_patience")
+                             else EARLY_STOPPING_PATIENCE}}
     if name in ("width_x0.5", "width_x2"):
         return {"width": float(name.split("_x")[1])}
     if name == "all_training_images":
@@ -406,60 +376,6 @@ def run_throughput_levers(names, arguments):
         save_lever(arguments.output, "throughput", name, entry)
 
 
-# ==================== Augmentation speed =============================================
-
-
-def augmentation_settings(name, base_augmentation):
-    """What augmentation lever `name` measures: the base's settings of its group, else the group switched on."""
-    group = AUGMENTATION_SPEED[name][1]
-    if group is None:
-        return dict(base_augmentation or {})
-    settings, keys = group
-    from_base = {key: value for key, value in (base_augmentation or {}).items() if key.startswith(keys)}
-    return from_base if any(from_base.values()) else dict(settings)
-
-
-def pipeline_cpu_seconds(inputs, labels, batch_size, augmentation, passes):
-    """Median wall and CPU seconds of one pass over a cached tf.data pipeline (after a warm-up pass)."""
-    data = helpers.make_dataset(inputs, labels, batch_size, augmentation=augmentation)
-    for _ in data:  # fills the cache and traces the augmentation
-        pass
-    wall, cpu = [], []
-    for _ in range(passes):
-        wall_start, cpu_start = time.perf_counter(), time.process_time()
-        for _ in data:
-            pass
-        wall.append(time.perf_counter() - wall_start)
-        cpu.append(time.process_time() - cpu_start)
-    return float(np.median(wall)), float(np.median(cpu))
-
-
-def run_augmentation_speed(names, arguments, base_training, splits):
-    """Images per CPU-second of each selected augmentation, net of the pipeline without it."""
-    count = QUICK["augmentation_images"] if arguments.quick else AUGMENTATION_IMAGES
-    passes = 1 if arguments.quick else 3
-    inputs, labels = splits.fit_inputs[:count], splits.fit_labels[:count]
-    batch_size = base_training["batch_size"]
-    _, reference_cpu = pipeline_cpu_seconds(inputs, labels, batch_size, None, passes)
-    for name in names:
-        settings = augmentation_settings(name, base_training["augmentation"])
-        entry = {"description": AUGMENTATION_SPEED[name][0], "settings": settings, "images": len(inputs),
-                 "batch_size": batch_size, "passes": passes,
-                 "date": datetime.datetime.now().isoformat(timespec="seconds")}
-        if not settings:
-            entry["error"] = "the base recipe has no augmentation"
-        else:
-            wall, cpu = pipeline_cpu_seconds(inputs, labels, batch_size, helpers.augmentation_layers(settings, 0),
-                                             passes)
-            net_cpu = max(cpu - reference_cpu, 1e-9)
-            entry.update({"images_per_cpu_second": round(len(inputs) / net_cpu),
-                          "cpu_seconds_per_48k_images": round(net_cpu * 48000 / len(inputs), 2),
-                          "pipeline_images_per_second": round(len(inputs) / wall)})
-            print(f"{name:<26}{entry['images_per_cpu_second']:>9,} images per CPU-second, "
-                  f"{entry['cpu_seconds_per_48k_images']:.2f} CPU s per 48,000 images  {settings}", flush=True)
-        save_lever(arguments.output, "augmentation_speed", name, entry)
-
-
 # ==================== levers.json ====================================================
 
 
@@ -511,8 +427,7 @@ def parse_arguments(argv=None):
 def main(argv=None):
     arguments = parse_arguments(argv)
     if arguments.list:
-        for group in (TRAINING_LEVERS, {name: entry[0] for name, entry in THROUGHPUT_LEVERS.items()},
-                      {name: entry[0] for name, entry in AUGMENTATION_SPEED.items()}):
+        for group in (TRAINING_LEVERS, {name: entry[0] for name, entry in THROUGHPUT_LEVERS.items()}):
             for name, description in group.items():
                 print(f"{name:<32}{description}")
         return
@@ -525,9 +440,8 @@ def main(argv=None):
     selected = arguments.levers
     training_names = [name for name in selected if name in TRAINING_LEVERS]
     throughput_names = [name for name in selected if name in THROUGHPUT_LEVERS]
-    augmentation_names = [name for name in selected if name in AUGMENTATION_SPEED]
     print(f"{helpers.cpu_description()}; seeds {arguments.seeds}; writing {arguments.output}", flush=True)
-    if training_names or augmentation_names:
+    if training_names:
         # Read everything the notebook must have written before measuring anything.
         try:
             base_training, run = recipes.notebook_training(arguments.model, arguments.metrics)
@@ -541,8 +455,6 @@ def main(argv=None):
         base_training["train_images"] = min(base_training["train_images"], arguments.train_images or fit_images,
                                             fit_images)
         print(f"base: the notebook's {arguments.model} with {base_training}", flush=True)
-    if augmentation_names:
-        run_augmentation_speed(augmentation_names, arguments, base_training, splits)
     if throughput_names:
         run_throughput_levers(throughput_names, arguments)
     if training_names:

@@ -136,6 +136,20 @@ def lengths_markdown(results):
     return "\n".join(lines)
 
 
+def fast_recipe_text(results):
+    """One sentence on the fast recipe: its epochs, final accuracy and training seconds against the original's."""
+    lengths = results["lengths"]
+    measured = ", ".join(str(entry["epochs"]) for entry in lengths["runs"].values())
+    fast = lengths["runs"].get(str(lengths["fast_recipe_epochs"]))
+    if fast is None:
+        return (f"Fast recipe: no complete run of the best recipe ({measured} epochs) ended at "
+                f"{lengths['target']:.1%} or more, mean over the seeds.")
+    return (f"Fast recipe: **{fast['epochs']} epochs** of the best recipe, the fewest of the complete runs measured "
+            f"({measured} epochs) whose final test accuracy, mean over the seeds, is at least {lengths['target']:.1%}: "
+            f"{accuracy_text(fast['final_test_accuracy'])}, in x{fast['ratio_to_original_seconds']:.2f} the original "
+            f"recipe's training seconds (x{fast['ratio_to_original_cpu_seconds']:.2f} its CPU seconds).")
+
+
 # ==================== Training levers ================================================
 
 
@@ -178,7 +192,7 @@ def change_text(entry):
             parts.append(f"peak {value:g}")
         elif key == "batch_size":
             parts.append(f"batch {value}")
-        elif key in ("label_smoothing", "use_ema"):
+        elif key in ("label_smoothing", "use_ema", "early_stopping_patience"):
             parts.append(f"{key} {value}")
     if "width" in changes:
         parts.append(f"filters x{changes['width']:g}")
@@ -361,7 +375,10 @@ def performance_summary(results):
     ratio = results.get("ratio_seconds_to_99.0")
     lines += ["", f"Time to 99.0%, best / original: **{ratio:.2f}**." if ratio is not None else
               "No ratio of the times to 99.0% yet: not every seed of both recipes reached it, or one recipe is "
-              f"{NOT_MEASURED}.",
+              f"{NOT_MEASURED}."]
+    if results.get("lengths"):
+        lines.append(fast_recipe_text(results))
+    lines += [
               "What each lever gave, including those that did not help, is in "
               "[benchmarks/README.md](benchmarks/README.md)."]
     return "\n".join(lines)

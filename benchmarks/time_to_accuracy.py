@@ -196,7 +196,7 @@ def main(argv=None):
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "quick": arguments.quick,
         "cpu": cpu,
-        "cpu_model": cpu.rsplit(",", 1)[0],
+        "cpu_model": cpu.split(",", 1)[0],
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
