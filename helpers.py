@@ -609,19 +609,24 @@ class SectionTimer:
 
 
 def cpu_description() -> str:
-    """The processor's model name and the number of cores this process may use, e.g. 'AMD EPYC, 2 cores'."""
-    model_name = None
+    """The processor's model name, the cores this process may use and its widest vector instructions,
+    e.g. 'AMD EPYC, 2 cores, AVX2'. Machines sold under one model name differ: the vector width alone
+    moved the residual network's training speed by about 3x between two 'AMD EPYC' machines."""
+    model_name, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and model_name is None:
                 model_name = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     if model_name is None:
         model_name = platform.processor() or platform.machine() or "unknown CPU"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model_name}, {cores} cores"
+    vector = next((name for flag, name in (("amx_tile", "AVX-512 and AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"),
+                                           ("avx", "AVX")) if flag in flags), None)
+    return f"{model_name}, {cores} cores" + (f", {vector}" if vector else "")
 
 
 class TrialLogger(keras.callbacks.Callback):

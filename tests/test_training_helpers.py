@@ -1,6 +1,8 @@
 """The input pipeline, augmentation, training, evaluation and results-file helpers, on small real inputs."""
 
+import re
 import time
+from pathlib import Path
 
 import keras
 import matplotlib
@@ -198,8 +200,12 @@ def test_section_timer_sections_add_up_to_the_total():
     assert totals["section_cpu_seconds"]["second"] >= 0.2
 
 
-def test_cpu_description_names_the_cores():
-    assert helpers.cpu_description().endswith(" cores")
+def test_cpu_description_names_the_cores_and_the_vector_instructions():
+    description = helpers.cpu_description()
+    assert re.fullmatch(r".+, \d+ cores(, (AVX|AVX2|AVX-512|AVX-512 and AMX))?", description), description
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and " avx2" in cpuinfo.read_text():
+        assert "AVX" in description
 
 
 def test_trial_logger_counts_trials_across_the_copies_the_tuner_makes(capsys):
