@@ -1,8 +1,15 @@
 """Executes model.ipynb on real MNIST into temporary folders: a QUICK run on a small slice, the same run
 again (same seed, same numbers), a run without training from the quick run's models, and a run without
-training from the committed models on the full test set, which must give the committed numbers."""
+training from the committed models on the full test set, which must give the committed numbers.
+
+A notebook run keeps about 1.2 of the 2 cores busy (plots, papermill and small batches leave the rest
+idle), so runs that do not depend on each other go two at a time: the second quick run, and then the run
+from the committed models, execute in a process of their own beside the run the tests wait on.
+"""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +41,14 @@ OUTLIER_EXPOSURE_MODELS = ["resnet_oe", "resnet_seed2_oe", "resnet_seed3_oe"]
 pytestmark = pytest.mark.slow
 
 
+# The same papermill call, for a run in a process of its own: argv[1] the output folder, argv[2] the parameters.
+BACKGROUND_RUN = """
+import json, sys, papermill
+papermill.execute_notebook(sys.argv[3], sys.argv[1] + "/model.ipynb", parameters=json.loads(sys.argv[2]),
+                           cwd=sys.argv[4], kernel_name="python3", progress_bar=False)
+"""
+
+
 def run_notebook(output_dir, **parameters):
     """Execute model.ipynb with papermill, writing under `output_dir`; returns the metrics it wrote."""
     papermill = pytest.importorskip("papermill")
@@ -48,16 +63,67 @@ def run_notebook(output_dir, **parameters):
     return json.loads((output_dir / "figures" / "metrics.json").read_text())
 
 
+class BackgroundRun:
+    """run_notebook in a process of its own, started now; `metrics()` waits for it and returns what it wrote."""
+
+    def __init__(self, output_dir, **parameters):
+        pytest.importorskip("papermill")
+        self.output_dir = output_dir
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(output_dir.parent / f"{output_dir.name}.log", "w+")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", BACKGROUND_RUN, str(output_dir),
+             json.dumps({"OUTPUT_DIR": str(output_dir), **parameters}), str(PROJECT_ROOT / "model.ipynb"),
+             str(PROJECT_ROOT)], stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def metrics(self):
+        returncode = self.process.wait()
+        self.log.seek(0)
+        assert returncode == 0, f"the notebook run into {self.output_dir} failed:\n{self.log.read()[-3000:]}"
+        return json.loads((self.output_dir / "figures" / "metrics.json").read_text())
+
+    def stop(self):
+        """At the module's end: a run no test waited for (a test was deselected) is not left running."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
 def results_of(metrics):
     """Every model's test accuracy and test loss, as one flat dict."""
     return {f"{name} {key}": entry[key] for name, entry in metrics["models"].items()
             for key in ("test_accuracy", "test_loss")}
 
 
+# The run from the committed models: the attacks, the embedding and the adaptation measured on less than the
+# full run does (their numbers are not compared), so the test stays a few minutes shorter.
+COMMITTED_MODELS_RUN = {"TRAIN": False, "EMBEDDING_DIGITS": 500,
+                        "ADVERSARIAL": {"digits": 100, "epsilons": [0, 0.1], "pgd_steps": 10, "reader_epsilons": [0.1]},
+                        "ADAPTATION": {"examples_per_digit": [1], "draws": 1, "validation_draws": 1, "pulls": [1.0, 10.0],
+                                       "shifted_copies": [False, True], "minimum_per_digit": 6,
+                                       "validation_mnist_writers": 3}}
+
+
 @pytest.fixture(scope="module")
-def quick_run(mnist_dir, tmp_path_factory):
+def background_runs(mnist_dir, tmp_path_factory):
+    """The runs that need nothing from the quick run, each started when the cores have room for it."""
+    runs = {}
+    yield runs
+    for run in runs.values():
+        run.stop()
+
+
+@pytest.fixture(scope="module")
+def quick_run(mnist_dir, tmp_path_factory, background_runs):
+    # The same run a second time, beside the first (test_same_seed_same_numbers compares them).
+    background_runs["second quick run"] = BackgroundRun(tmp_path_factory.mktemp("second_quick_run"), QUICK=True,
+                                                        DATA_DIR=str(mnist_dir))
     output_dir = tmp_path_factory.mktemp("quick_run")
     run_notebook(output_dir, QUICK=True, DATA_DIR=str(mnist_dir))
+    # The run from the committed models goes beside the run from the quick run's models.
+    background_runs["committed models"] = BackgroundRun(tmp_path_factory.mktemp("committed_models_run"),
+                                                        DATA_DIR=str(mnist_dir), **COMMITTED_MODELS_RUN)
     return output_dir
 
 
@@ -257,10 +323,10 @@ def test_saved_models_reload_and_predict(quick_run, mnist_dir):
     assert json.loads((quick_run / "saved_models" / "tuner.json").read_text())["trials"]
 
 
-def test_same_seed_same_numbers(quick_run, mnist_dir, tmp_path):
+def test_same_seed_same_numbers(quick_run, background_runs):
     """With DETERMINISTIC (the default), a second run gives every model exactly the same results."""
     first = json.loads((quick_run / "figures" / "metrics.json").read_text())
-    second = run_notebook(tmp_path, QUICK=True, DATA_DIR=str(mnist_dir))
+    second = background_runs["second quick run"].metrics()
     assert results_of(second) == results_of(first)
     assert second["robustness"] == first["robustness"]
     assert second["adversarial"]["pgd"] == first["adversarial"]["pgd"]  # a seeded attack on the same networks
@@ -294,17 +360,15 @@ def test_explore_without_saved_models_names_the_file_and_the_fix(mnist_dir, tmp_
         run_notebook(output, QUICK=True, TRAIN=False, DATA_DIR=str(mnist_dir), SAVED_MODELS_DIR=str(empty))
 
 
-def test_committed_models_give_the_committed_numbers(mnist_dir, tmp_path):
+def test_committed_models_give_the_committed_numbers(mnist_dir, background_runs, tmp_path):
     """The committed saved_models/ and figures/metrics.json belong together: a run without training
     on the full test set gives every committed test accuracy to within 0.0001."""
     committed = json.loads((PROJECT_ROOT / "figures" / "metrics.json").read_text())
     assert committed["run"]["quick"] is False
-    # The attacks, the embedding and the adaptation measured on less than the full run does: their numbers
-    # are not compared here, and the test stays a few minutes shorter.
-    explored = run_notebook(tmp_path, TRAIN=False, DATA_DIR=str(mnist_dir), EMBEDDING_DIGITS=500,
-                            ADVERSARIAL={"digits": 100, "epsilons": [0, 0.1], "pgd_steps": 10, "reader_epsilons": [0.1]},
-                            ADAPTATION={"examples_per_digit": [1], "draws": 1, "validation_draws": 1, "pulls": [1.0, 10.0],
-                                        "shifted_copies": [False, True], "minimum_per_digit": 6, "validation_mnist_writers": 3})
+    if "committed models" not in background_runs:  # this test runs without the quick run
+        background_runs["committed models"] = BackgroundRun(tmp_path / "run", DATA_DIR=str(mnist_dir),
+                                                            **COMMITTED_MODELS_RUN)
+    explored = background_runs["committed models"].metrics()
     assert explored["run"]["test_images"] == 10000
     for name, entry in committed["models"].items():
         assert explored["models"][name]["test_accuracy"] == pytest.approx(entry["test_accuracy"], abs=1e-4), name
