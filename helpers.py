@@ -610,8 +610,9 @@ class SectionTimer:
 
 def cpu_description() -> str:
     """The processor's model name, the cores this process may use and its widest vector instructions,
-    e.g. 'AMD EPYC, 2 cores, AVX2'. Machines sold under one model name differ: the vector width alone
-    moved the residual network's training speed by about 3x between two 'AMD EPYC' machines."""
+    e.g. 'AMD EPYC, 2 cores, AVX2'. Machines sold under one model name differ: this project's residual
+    network trained about 3x slower per CPU-second on one 'AMD EPYC, 2 cores' than on another, and the
+    vector instructions are one difference the name alone does not show."""
     model_name, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
