@@ -378,9 +378,8 @@ def performance_summary(results):
               f"{NOT_MEASURED}."]
     if results.get("lengths"):
         lines.append(fast_recipe_text(results))
-    lines += [
-              "What each lever gave, including those that did not help, is in "
-              "[benchmarks/README.md](benchmarks/README.md)."]
+    lines.append("What each lever gave, including those that did not help, is in "
+                 "[benchmarks/README.md](benchmarks/README.md).")
     return "\n".join(lines)
 
 

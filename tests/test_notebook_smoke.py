@@ -106,7 +106,7 @@ COMMITTED_MODELS_RUN = {"TRAIN": False, "EMBEDDING_DIGITS": 500,
 
 
 @pytest.fixture(scope="module")
-def background_runs(mnist_dir, tmp_path_factory):
+def background_runs():
     """The runs that need nothing from the quick run, each started when the cores have room for it."""
     runs = {}
     yield runs
