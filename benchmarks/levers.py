@@ -22,8 +22,8 @@ CPU seconds beside the wall clock, which the machine's neighbours move much more
 
 Each lever's result is merged into benchmarks/levers.json as soon as it is measured, so an
 interrupted study keeps what it measured. A training lever is compared with the base trained
-with the same model, epochs, images and seeds; when levers.json has no such base, it is
-trained first.
+with the same model, epochs, images and seeds on the same CPU; when levers.json has no such base,
+it is trained first.
 """
 
 import argparse
@@ -250,10 +250,11 @@ def run_training_levers(names, arguments, base_training, run, splits):
     """Each selected training lever over every seed, each saved as soon as it is measured."""
     all_images = min(len(splits.all_inputs), round(base_training["train_images"] / (1 - run["validation_split"])))
     settings = {"model": arguments.model, "models_dir": arguments.models_dir, "all_images": all_images}
-    # A lever is compared with the base measured on the same setup: the same recipe, images and seeds.
+    # A lever is compared with the base measured on the same setup: the same recipe, images, seeds and CPU
+    # (the same seed gives other numbers on another CPU).
     setup = {"model": arguments.model, "epochs": base_training["epochs"], "train_images": base_training["train_images"],
              "test_images": len(splits.test_inputs), "seeds": arguments.seeds, "quick": arguments.quick,
-             "base_training": base_training}
+             "base_training": base_training, "cpu": helpers.cpu_description()}
     names = [name for name in TRAINING_LEVERS if name in names]  # the base first, test-time augmentation after it
     stored = read_levers(arguments.output).get("training", {}).get("base")
     if names and "base" not in names and not (stored and stored["setup"] == setup):

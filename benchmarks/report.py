@@ -261,30 +261,6 @@ def training_levers_markdown(levers, section="training"):
     return "\n".join(lines)
 
 
-def augmentation_speed_markdown(levers):
-    """The augmentation layers' own speed, net of the pipeline without them."""
-    speeds = levers["augmentation_speed"]
-    first = next(iter(speeds.values()))
-    passes = first.get("passes", 3)
-    passes_text = f"the median of {passes} passes" if passes > 1 else "one pass"
-    lines = [
-        f"The augmentation layers' own speed: {first['images']:,} images in batches of {first['batch_size']} through "
-        "the cached `tf.data` pipeline, CPU seconds net of the same pipeline without augmentation "
-        f"({passes_text}, measured {first['date'][:10]}):",
-        "",
-        "| augmentation | settings | images per CPU-second | CPU s per 48,000 images |",
-        "| --- | --- | ---: | ---: |",
-    ]
-    for name, entry in speeds.items():
-        settings = ", ".join(f"{key} {value}" for key, value in entry["settings"].items())
-        if "error" in entry:
-            lines.append(f"| `{name}` {entry['description']} | {settings} | {entry['error']} | |")
-            continue
-        lines.append(f"| `{name}` {entry['description']} | {settings} | {entry['images_per_cpu_second']:,} | "
-                     f"{entry['cpu_seconds_per_48k_images']:.2f} |")
-    return "\n".join(lines)
-
-
 def throughput_markdown(levers):
     """One row per throughput lever, with its speed-up against the line it changes."""
     throughput = levers["throughput"]
@@ -401,8 +377,6 @@ def main(root=recipes.PROJECT_ROOT):
     parts += ["### Training levers", training_levers_markdown(levers)]
     if levers.get("training_8_epochs"):
         parts += ["### Training levers, first study (8 epochs)", training_levers_markdown(levers, "training_8_epochs")]
-    if levers.get("augmentation_speed"):
-        parts += ["### Augmentation speed", augmentation_speed_markdown(levers)]
     if levers.get("throughput"):
         parts += ["### Throughput levers", throughput_markdown(levers)]
     if metrics is not None and not metrics["run"].get("quick"):

@@ -166,6 +166,7 @@ def test_quick_levers_measure_clones_one_change_at_a_time_and_merge_into_the_fil
     for name, entry in training.items():
         assert entry["setup"] == training["base"]["setup"]
         assert entry["setup"]["seeds"] == [42, 7] and set(entry["seeds"]) == {"42", "7"}
+        assert entry["setup"]["cpu"] == helpers.cpu_description()  # a base from another CPU is not reused
         assert {key: value for key, value in entry["setup"]["base_training"].items()
                 if key not in ("epochs", "train_images")} \
             == {key: value for key, value in recorded.items() if key not in ("epochs", "train_images")}
