@@ -9,7 +9,7 @@ each epoch's wall and CPU seconds, and reports the training seconds until test a
 reaches 99.0, 99.5, 99.6 and 99.7% (per seed, and mean and spread over seeds), the ratio (b)/(a)
 of the seconds to 99.0%, training and inference images per second, multiply-adds per image and
 training GFLOP/s. (b) is trained as complete runs of several lengths (--lengths, each a whole
-run with its schedule fitted to its length; the longest is the one the table above describes):
+run with its schedule fitted to its length; the longest is the one the time-to-accuracy table shows):
 the fast recipe is the fewest epochs whose final test accuracy, mean over the seeds, is at least
 99.5%, with its training seconds over the original recipe's measured in this same process.
 Writes benchmarks/results.json and prints a table.
@@ -156,7 +156,7 @@ def parse_arguments(argv=None):
                         help="where to write the JSON (default benchmarks/results.json; with --quick a temporary file)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {recipes.QUICK_TRAIN_IMAGES:,} training and {recipes.QUICK_TEST_IMAGES:,} "
-                             "test images, one epoch per recipe")
+                             "test images, one epoch of the original recipe")
     arguments = parser.parse_args(argv)
     if arguments.lengths is not None:
         try:
