@@ -349,14 +349,3 @@ def summarize_seeds(records):
         "parameters": records[0]["parameters"],
     }
 
-
-def reached_text(summary, label):
-    """When a recipe reached a threshold, over its seeds: '82.7 s (80-85), epoch 4', 'not reached' or '1 of 2 seeds'."""
-    entry = summary["seconds_to"][label]
-    if entry["seconds"] is None:
-        return "not reached" if entry["seeds_reached"] == 0 else f"{entry['seeds_reached']} of {summary['seeds']} seeds"
-    seconds, epoch = entry["seconds"], entry["epoch"]
-    epochs = f"{epoch['min']:.0f}" if epoch["min"] == epoch["max"] else f"{epoch['min']:.0f}-{epoch['max']:.0f}"
-    if seconds["min"] == seconds["max"]:
-        return f"{seconds['mean']:.1f} s, epoch {epochs}"
-    return f"{seconds['mean']:.1f} s ({seconds['min']:.0f}-{seconds['max']:.0f}), epoch {epochs}"

@@ -15,6 +15,9 @@ from benchmarks import recipes
 
 RECIPES = ("original", "best")
 NOT_MEASURED = "not measured yet"
+# Earlier studies of the training levers in levers.json, kept as they were measured: section -> title.
+EARLIER_STUDIES = {"training_before_label_smoothing": "Training levers at full length, before label smoothing",
+                   "training_8_epochs": "Training levers, first study (8 epochs)"}
 
 
 def read_optional_json(path, what):
@@ -55,6 +58,18 @@ def seeds_text(seeds):
     return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
 
 
+def reached_text(summary, label):
+    """When a recipe reached a threshold, over its seeds: '82.7 s (80-85), epoch 4', 'not reached' or '1 of 2 seeds'."""
+    entry = summary["seconds_to"][label]
+    if entry["seconds"] is None:
+        return "not reached" if entry["seeds_reached"] == 0 else f"{entry['seeds_reached']} of {summary['seeds']} seeds"
+    seconds, epoch = entry["seconds"], entry["epoch"]
+    epochs = f"{epoch['min']:.0f}" if epoch["min"] == epoch["max"] else f"{epoch['min']:.0f}-{epoch['max']:.0f}"
+    if seconds["min"] == seconds["max"]:
+        return f"{seconds['mean']:.1f} s, epoch {epochs}"
+    return f"{seconds['mean']:.1f} s ({seconds['min']:.0f}-{seconds['max']:.0f}), epoch {epochs}"
+
+
 # ==================== Time to accuracy ===============================================
 
 
@@ -79,7 +94,7 @@ def time_to_accuracy_markdown(results):
         summary = results["recipes"][key]["summary"]
         lines.append(
             f"| {recipe_label(results, key)} | "
-            + " | ".join(recipes.reached_text(summary, label) for label in thresholds)
+            + " | ".join(reached_text(summary, label) for label in thresholds)
             + f" | {accuracy_text(summary['final_test_accuracy'])} | {seconds_text(summary['training_seconds'])} | "
             f"{seconds_text(summary['training_cpu_seconds'])} | {summary['train_images_per_second']:,} | "
             f"{summary['inference_images_per_second']:,} | {summary['multiply_adds_per_image']:,} | "
@@ -206,8 +221,8 @@ def change_text(entry):
 def training_levers_markdown(levers, section="training"):
     """One row per training lever, measured or not: final accuracy, change against the base, CPU per epoch, verdict.
 
-    `section` is "training" (the levers measured now) or "training_8_epochs" (the first study, kept
-    as it was measured, levers since removed included).
+    `section` is "training" (the levers measured now) or one of EARLIER_STUDIES (kept as they were
+    measured, levers since removed included).
     """
     measured = {name: entry for name, entry in (levers or {}).get(section, {}).items()
                 if not entry["setup"].get("quick")}
@@ -346,7 +361,7 @@ def performance_summary(results):
             continue
         summary = results["recipes"][key]["summary"]
         lines.append(f"| {recipe_label(results, key)} | "
-                     + " | ".join(recipes.reached_text(summary, label) for label in thresholds)
+                     + " | ".join(reached_text(summary, label) for label in thresholds)
                      + f" | {accuracy_text(summary['final_test_accuracy'])} |")
     ratio = results.get("ratio_seconds_to_99.0")
     lines += ["", f"Time to 99.0%, best / original: **{ratio:.2f}**." if ratio is not None else
@@ -375,8 +390,9 @@ def main(root=recipes.PROJECT_ROOT):
     if results and results.get("lengths"):
         parts += ["### Shorter complete runs: the fast recipe", lengths_markdown(results)]
     parts += ["### Training levers", training_levers_markdown(levers)]
-    if levers.get("training_8_epochs"):
-        parts += ["### Training levers, first study (8 epochs)", training_levers_markdown(levers, "training_8_epochs")]
+    for section, title in EARLIER_STUDIES.items():
+        if levers.get(section):
+            parts += [f"### {title}", training_levers_markdown(levers, section)]
     if levers.get("throughput"):
         parts += ["### Throughput levers", throughput_markdown(levers)]
     if metrics is not None and not metrics["run"].get("quick"):

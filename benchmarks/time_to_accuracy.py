@@ -34,7 +34,7 @@ import keras
 import tensorflow as tf
 
 import helpers
-from benchmarks import recipes
+from benchmarks import recipes, report
 
 BEST_MODEL = "resnet"
 # Complete runs of the best recipe besides its recorded length: a one-cycle run is at its best only at
@@ -116,30 +116,6 @@ def lengths_summary(records, lengths):
     return {"target": FAST_TARGET, "fast_recipe_epochs": fast, "runs": summary}
 
 
-def print_table(results):
-    """The comparison as a plain-text table, then each seed's epochs."""
-    # Columns at least as wide as their longest entry, with two spaces between, so entries never run together.
-    header = (f"{'recipe':<10}" + "".join(f"  {'to ' + label + '%':>32}" for label in recipes.THRESHOLDS)
-              + f"{'final':>8}{'train img/s':>13}{'infer img/s':>13}{'MACs/img':>11}{'GFLOP/s':>9}")
-    print("\n" + header + "\n" + "-" * len(header))
-    for key in ("original", "best"):
-        summary = results["recipes"][key]["summary"]
-        print(f"{key:<10}" + "".join(f"  {recipes.reached_text(summary, label):>32}" for label in recipes.THRESHOLDS)
-              + f"{summary['final_test_accuracy']['mean'] * 100:>7.2f}%{summary['train_images_per_second']:>13,}"
-              f"{summary['inference_images_per_second']:>13,}{summary['multiply_adds_per_image']:>11,}"
-              f"{summary['training_gflops_per_second']:>9.1f}")
-    ratio = results["ratio_seconds_to_99.0"]
-    print(f"\nseconds to 99.0%, best ({results['recipes']['best']['model']}) / original: {ratio:.3f}"
-          if ratio is not None else "\nseconds to 99.0%: not reached by every seed of both recipes, so no ratio")
-    print(f"float32 matrix product on this CPU: {results['matmul_gflops_per_second']} GFLOP/s ({results['cpu']})")
-    for entry in results["lengths"]["runs"].values():
-        print(f"complete run of {entry['epochs']:2d} epochs: final test accuracy "
-              f"{entry['final_test_accuracy']['mean'] * 100:.2f}%, x{entry['ratio_to_original_seconds']:.2f} the "
-              f"original's training seconds (x{entry['ratio_to_original_cpu_seconds']:.2f} CPU)")
-    fast = results["lengths"]["fast_recipe_epochs"]
-    print(f"fast recipe: {fast} epochs" if fast else f"fast recipe: no length reached {FAST_TARGET:.1%}")
-
-
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=BEST_MODEL,
@@ -212,21 +188,6 @@ def main(argv=None):
         "train_images": len(splits.train_images),
         "test_images": len(splits.test_inputs),
         "notebook": {"models_dir": str(arguments.models_dir), "metrics": str(arguments.metrics)},
-        "conventions": {
-            "training_seconds": "sum of epoch wall-clock times (on_epoch_begin to on_epoch_end); includes tracing "
-                                "and each recipe's validation pass; excludes the test evaluation",
-            "cpu_seconds": "time.process_time over the same spans: every thread of the process, so less moved by "
-                           "other work on the machine than the wall clock",
-            "spread": "mean, lowest and highest over the seeds; a mean of seconds to a threshold only when every "
-                      "seed reached it",
-            "final_test_accuracy": "the model as fit left it: with the best validation epoch's weights where the "
-                                   "recipe stops early",
-            "train_images_per_second": "training images per epoch x epochs / training seconds",
-            "inference_images_per_second": f"model.predict on the test set, batch {recipes.INFERENCE_BATCH}, warm",
-            "multiply_adds_per_image": "recipes.count_multiply_adds: Conv2D and Dense, one forward pass",
-            "training_gflops_per_second": "recipes.training_gflops: 2 x multiply-adds x 3 x training images/s / 1e9",
-            "matmul_gflops_per_second": "tf.matmul of two 1024x1024 float32 matrices, the CPU's practical ceiling",
-        },
         "recipes": {
             "original": {
                 "model": recipes.ORIGINAL_RECIPE["model"],
@@ -254,7 +215,7 @@ def main(argv=None):
     results["ratio_seconds_to_99.0"] = ratio_of_means(results, "99.0")
     results["ratio_cpu_seconds_to_99.0"] = ratio_of_means(results, "99.0", "cpu_seconds")
     helpers.write_json(results, arguments.output)
-    print_table(results)
+    print("\n" + report.time_to_accuracy_markdown(results) + "\n\n" + report.lengths_markdown(results))
     print(f"written to {arguments.output}")
     return results
 
