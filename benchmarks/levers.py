@@ -57,6 +57,8 @@ TRAINING_LEVERS = {
     "batch_size": "batch 128, or 64 where the base trains at 128; same peak learning rate",
     "early_stopping": "every epoch trained, the last one kept, where the base stops early and keeps its best validation "
                       "epoch (else early stopping with patience 5)",
+    "half_length_members": "the base's epochs spent on an ensemble: two members of half the epochs each (seeds s "
+                           "and s + 1000), their probabilities averaged",
     "width_x0.5": "half the filters in every convolution of the base model",
     "width_x2": "twice the filters in every convolution of the base model",
     "all_training_images": "the final fit: all 60,000 training images, no validation split (so no early "
@@ -160,6 +162,8 @@ def lever_changes(name, training):
     if name == "early_stopping":
         return {"training": {"early_stopping_patience": None if training.get("early_stopping_patience")
                              else EARLY_STOPPING_PATIENCE}}
+    if name == "half_length_members":
+        return {"training": {"epochs": max(1, training["epochs"] // 2)}, "members": 2}
     if name in ("width_x0.5", "width_x2"):
         return {"width": float(name.split("_x")[1])}
     if name == "all_training_images":
@@ -183,9 +187,31 @@ def averaged_weights_accuracy(test_inputs, test_labels):
     return evaluate
 
 
-def train_lever(name, base_training, settings, splits, seed):
-    """Train lever `name` once: the base's clone and settings with the lever's one change; returns its record."""
+def train_members(name, base_training, settings, splits, seed):
+    """A lever whose run is an ensemble: each member trained as a lever of its own seed, then their probabilities
+    averaged. The record's accuracies are the ensemble's; its epochs, seconds and curves are the members' in turn."""
     changes = lever_changes(name, base_training)
+    members = [train_lever(name, base_training, settings, splits, seed + 1000 * index, keep_model=True)
+               for index in range(changes["members"])]
+    record = {key: [value for member, _ in members for value in member[key]]
+              for key in ("epoch_seconds", "epoch_cpu_seconds", "test_accuracy", "validation_accuracy")}
+    for key, (inputs, labels) in {"test": (splits.test_inputs, splits.test_labels),
+                                  "validation": (splits.validation_inputs, splits.validation_labels)}.items():
+        probabilities = np.mean([model.predict(inputs, batch_size=recipes.INFERENCE_BATCH, verbose=0)
+                                 for _, model in members], axis=0)
+        record[f"final_{key}_accuracy"] = round(helpers.accuracy(probabilities, labels), 4)
+    first = members[0][0]
+    return {**first, **record, "seed": seed, "members": [member for member, _ in members],
+            "seconds_to": recipes.seconds_to_thresholds(record["epoch_seconds"], record["epoch_cpu_seconds"],
+                                                        record["test_accuracy"])}
+
+
+def train_lever(name, base_training, settings, splits, seed, keep_model=False):
+    """Train lever `name` once: the base's clone and settings with the lever's one change; returns its record
+    (and the trained model, with `keep_model`)."""
+    changes = lever_changes(name, base_training)
+    if changes.get("members") and not keep_model:
+        return train_members(name, base_training, settings, splits, seed)
     training = {**base_training, **changes.get("training", {})}
     keras.utils.set_random_seed(seed)
     model = recipes.fresh_model(settings["model"], settings["models_dir"])
@@ -218,7 +244,7 @@ def train_lever(name, base_training, settings, splits, seed):
             helpers.shifted_predictions(model, splits.test_inputs), splits.test_labels), 4)
         record["final_validation_accuracy_shifted"] = round(helpers.accuracy(
             helpers.shifted_predictions(model, splits.validation_inputs), splits.validation_labels), 4)
-    return record
+    return (record, model) if keep_model else record
 
 
 def shifted_records(base_records):

@@ -207,10 +207,14 @@ def change_text(entry):
             parts.append(f"peak {value:g}")
         elif key == "batch_size":
             parts.append(f"batch {value}")
+        elif key == "epochs":
+            parts.append(plural(value, "epoch"))
         elif key in ("label_smoothing", "use_ema", "early_stopping_patience"):
             parts.append(f"{key} {value}")
     if "width" in changes:
         parts.append(f"filters x{changes['width']:g}")
+    if changes.get("members"):
+        parts.append(f"{changes['members']} members")
     if changes.get("extra_blocks"):
         parts.append("residual blocks x2")
     if "train_images" in changes:

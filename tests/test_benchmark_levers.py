@@ -69,6 +69,7 @@ def test_the_other_levers_change_one_thing():
     assert levers.lever_changes("batch_size", BASE) == {"training": {"batch_size": 128}}
     assert levers.lever_changes("batch_size", {**BASE, "batch_size": 128}) == {"training": {"batch_size": 64}}
     assert levers.lever_changes("width_x0.5", BASE) == {"width": 0.5}
+    assert levers.lever_changes("half_length_members", {**BASE, "epochs": 20}) == {"training": {"epochs": 10}, "members": 2}
     assert levers.lever_changes("early_stopping", {**BASE, "early_stopping_patience": 5}) == {
         "training": {"early_stopping_patience": None}}
     assert levers.lever_changes("early_stopping", BASE) == {"training": {"early_stopping_patience": 5}}

@@ -147,8 +147,8 @@ def test_quick_levers_measure_clones_one_change_at_a_time_and_merge_into_the_fil
     output = tmp_path / "levers.json"
     helpers.write_json({"throughput": {"measured_earlier": {"description": "kept"}}}, output)
     completed = run_module("benchmarks.levers", "--quick", "--seeds", "42,7", "--data-dir", mnist_dir,
-                           "--levers", "label_smoothing,weight_averaging,width_x0.5,all_training_images,"
-                                       "test_time_augmentation,original",
+                           "--levers", "label_smoothing,weight_averaging,half_length_members,width_x0.5,"
+                                       "all_training_images,test_time_augmentation,original",
                            "--models-dir", notebook_output / "saved_models",
                            "--metrics", notebook_output / "figures" / "metrics.json", "--output", output)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -162,8 +162,8 @@ def test_quick_levers_measure_clones_one_change_at_a_time_and_merge_into_the_fil
 
     training = results["training"]
     # The base was not asked for, but every lever needs it: it was trained first, on the same setup.
-    assert list(training) == ["base", "label_smoothing", "weight_averaging", "width_x0.5", "all_training_images",
-                              "test_time_augmentation"]
+    assert list(training) == ["base", "label_smoothing", "weight_averaging", "half_length_members", "width_x0.5",
+                              "all_training_images", "test_time_augmentation"]
     recorded = saved["resnet"]["training"]
     for name, entry in training.items():
         assert entry["setup"] == training["base"]["setup"]
@@ -173,7 +173,8 @@ def test_quick_levers_measure_clones_one_change_at_a_time_and_merge_into_the_fil
                 if key not in ("epochs", "train_images")} \
             == {key: value for key, value in recorded.items() if key not in ("epochs", "train_images")}
         for run in entry["seeds"].values():
-            assert len(run["test_accuracy"]) == len(run["epoch_seconds"]) == len(run["epoch_cpu_seconds"]) == 1
+            epochs = 2 if name == "half_length_members" else 1  # two members of one epoch each (half of 1, at least 1)
+            assert len(run["test_accuracy"]) == len(run["epoch_seconds"]) == len(run["epoch_cpu_seconds"]) == epochs
             assert 0.0 <= run["final_test_accuracy"] <= 1.0
         assert entry["summary"]["seeds"] == 2 and entry["summary"]["cpu_seconds_per_epoch"] > 0
     base_runs = training["base"]["seeds"].values()
@@ -182,6 +183,9 @@ def test_quick_levers_measure_clones_one_change_at_a_time_and_merge_into_the_fil
     assert all(len(run["test_accuracy_shifted"]) == 1 for run in base_runs)
     assert [run["final_test_accuracy"] for run in training["test_time_augmentation"]["seeds"].values()] == \
         [run["final_test_accuracy_shifted"] for run in base_runs]
+    for seed, run in training["half_length_members"]["seeds"].items():
+        assert [member["seed"] for member in run["members"]] == [int(seed), int(seed) + 1000]
+        assert 0.0 <= run["final_validation_accuracy"] <= 1.0
     assert all("test_accuracy_without_averaging" in run for run in training["weight_averaging"]["seeds"].values())
     assert all(run["train_images_per_epoch"] == 3000 for run in training["all_training_images"]["seeds"].values())
     assert all(run["train_images_per_epoch"] == 2400 for run in base_runs)
