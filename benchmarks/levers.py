@@ -191,7 +191,7 @@ def train_members(name, base_training, settings, splits, seed):
     """A lever whose run is an ensemble: each member trained as a lever of its own seed, then their probabilities
     averaged. The record's accuracies are the ensemble's; its epochs, seconds and curves are the members' in turn."""
     changes = lever_changes(name, base_training)
-    members = [train_lever(name, base_training, settings, splits, seed + 1000 * index, keep_model=True)
+    members = [train_lever(name, base_training, settings, splits, seed + 1000 * index)
                for index in range(changes["members"])]
     record = {key: [value for member, _ in members for value in member[key]]
               for key in ("epoch_seconds", "epoch_cpu_seconds", "test_accuracy", "validation_accuracy")}
@@ -206,12 +206,10 @@ def train_members(name, base_training, settings, splits, seed):
                                                         record["test_accuracy"])}
 
 
-def train_lever(name, base_training, settings, splits, seed, keep_model=False):
+def train_lever(name, base_training, settings, splits, seed):
     """Train lever `name` once: the base's clone and settings with the lever's one change; returns its record
-    (and the trained model, with `keep_model`)."""
+    and the trained model."""
     changes = lever_changes(name, base_training)
-    if changes.get("members") and not keep_model:
-        return train_members(name, base_training, settings, splits, seed)
     training = {**base_training, **changes.get("training", {})}
     keras.utils.set_random_seed(seed)
     model = recipes.fresh_model(settings["model"], settings["models_dir"])
@@ -244,7 +242,7 @@ def train_lever(name, base_training, settings, splits, seed, keep_model=False):
             helpers.shifted_predictions(model, splits.test_inputs), splits.test_labels), 4)
         record["final_validation_accuracy_shifted"] = round(helpers.accuracy(
             helpers.shifted_predictions(model, splits.validation_inputs), splits.validation_labels), 4)
-    return (record, model) if keep_model else record
+    return record, model
 
 
 def shifted_records(base_records):
@@ -300,7 +298,8 @@ def run_training_levers(names, arguments, base_training, run, splits):
             if changes.get("all_training_images"):
                 changes = {**changes, "train_images": all_images}
             print(f"{name}: {TRAINING_LEVERS[name]} {changes or ''}", flush=True)
-            records = [train_lever(name, base_training, settings, splits, seed) for seed in arguments.seeds]
+            records = [train_members(name, base_training, settings, splits, seed) if changes.get("members")
+                       else train_lever(name, base_training, settings, splits, seed)[0] for seed in arguments.seeds]
         entry = lever_entry(TRAINING_LEVERS[name], records, setup, changes)
         save_lever(arguments.output, "training", name, entry)
         accuracy = entry["summary"]["final_test_accuracy"]
