@@ -188,6 +188,10 @@ def test_metrics_are_well_formed(quick_run):
         assert entry["params"] > 10000 and entry["train_seconds"] > 0 and entry["train_cpu_seconds"] > 0
         # The recipe is recorded, so the benchmarks can retrain the saved architecture the same way.
         assert {"epochs", "batch_size", "learning_rate", "schedule", "augmentation"} <= set(entry["training"])
+    # The fast recipe is the best recipe's, shorter: what `make benchmark` measured, named in the parameters cell.
+    fast, best = metrics["fast_recipe"], metrics["models"]["resnet"]["training"]
+    assert {key: value for key, value in fast.items() if key != "epochs"} == {
+        key: value for key, value in best.items() if key not in ("epochs", "train_images")}
     for kind in ("rotation", "shift", "blur", "noise"):
         curve = metrics["robustness"][kind]
         assert curve["amounts"][0] == 0
