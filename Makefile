@@ -1,6 +1,7 @@
 # `make run` re-executes the whole notebook, printing a line as each section starts (with the time left),
 # one per training epoch and the key results (everything else goes to runs/<timestamp>/log.txt), and replaces
 # model.ipynb, figures/ and saved_models/ only when every cell succeeded (see run_notebook.py).
+# `make resume RUN=runs/<timestamp>` continues an interrupted or failed `make run`, loading the models it saved.
 # `make explore` runs the analysis from the committed models into runs/explore/ and replaces nothing.
 # `make test` runs every test; `make test-fast` leaves out the slow and browser ones.
 # All of them create the virtual environment and install requirements.txt on first use.
@@ -14,7 +15,7 @@ export MNIST_DIR ?= $(abspath ../shared/data/mnist)
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run explore test test-fast quick onnx benchmark levers clean-venv
+.PHONY: run resume explore test test-fast quick onnx benchmark levers clean-venv
 
 $(VENV)/installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ $(VENV)/installed: requirements.txt
 
 run: $(VENV)/installed
 	$(BIN)/python run_notebook.py
+
+resume: $(VENV)/installed
+	$(BIN)/python run_notebook.py --resume $(RUN)
 
 explore: $(VENV)/installed
 	$(BIN)/python run_notebook.py --output-dir runs/explore -p TRAIN False

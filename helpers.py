@@ -585,6 +585,7 @@ class SectionTimer:
     def __init__(self):
         self.seconds, self.cpu_seconds = {}, {}
         self.started, self.cpu_started = time.perf_counter(), time.process_time()
+        self.credited, self.cpu_credited = 0.0, 0.0
         self._current = None
 
     def start(self, name: str) -> None:
@@ -599,11 +600,18 @@ class SectionTimer:
             self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + time.process_time() - cpu_started
             self._current = None
 
+    def credit(self, seconds: float, cpu_seconds: float) -> None:
+        """Count work done before a resumed run was interrupted (a model's training) in the current section."""
+        name = self._current[0]
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + cpu_seconds
+        self.credited, self.cpu_credited = self.credited + seconds, self.cpu_credited + cpu_seconds
+
     def totals(self) -> dict:
         """Stop the current section; the whole run's wall and CPU seconds, and each section's, rounded."""
         self.stop()
-        return {"total_seconds": round(time.perf_counter() - self.started, 1),
-                "cpu_seconds": round(time.process_time() - self.cpu_started, 1),
+        return {"total_seconds": round(time.perf_counter() - self.started + self.credited, 1),
+                "cpu_seconds": round(time.process_time() - self.cpu_started + self.cpu_credited, 1),
                 "section_seconds": {name: round(value, 1) for name, value in self.seconds.items()},
                 "section_cpu_seconds": {name: round(value, 1) for name, value in self.cpu_seconds.items()}}
 

@@ -18,6 +18,13 @@ leaves the partial notebook and the log in its staging folder.
 With --output-dir the notebook runs into that folder, log.txt included, and nothing is ever
 replaced: for exploring the analysis from the committed models, and for quick smoke runs.
 
+A run that trains saves each model as soon as it is trained, so an interrupted or failed one can be
+continued: --resume runs/<timestamp> executes the whole notebook again into that folder, with the
+parameters it started with and RESUME=True, and the notebook loads the models already saved there
+instead of training them again. Only the same code may continue a run (run.json in its folder
+records the notebook's code cells, the modules and requirements.txt), and the notebook refuses a
+model trained on another CPU; a resumed run is promoted like any other when every cell succeeds.
+
 Uses only the standard library and papermill (with nbformat and jupyter_client, which papermill brings).
 Exit status: 0 success, 1 a cell failed or the results could not be replaced, 2 a usage error,
 128 + the signal number when interrupted (130 for Ctrl-C, 143 for SIGTERM).
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -84,7 +92,8 @@ def parse_arguments(argv=None):
         epilog="examples:\n"
                "  python run_notebook.py                                   # full run, results replaced on success\n"
                "  python run_notebook.py --output-dir runs/explore -p TRAIN False\n"
-               "  python run_notebook.py --output-dir /tmp/mnist-quick -p QUICK True\n\n"
+               "  python run_notebook.py --output-dir /tmp/mnist-quick -p QUICK True\n"
+               "  python run_notebook.py --resume runs/2026-12-03T09-40-12   # continue an interrupted run\n\n"
                "exit status: 0 success, 1 a cell failed or the results could not be replaced, 2 a usage error,\n"
                "130 or 143 interrupted (Ctrl-C or SIGTERM)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -95,6 +104,10 @@ def parse_arguments(argv=None):
     parser.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
                         help="run into DIR (created if needed), log.txt included, and stop there: the target's "
                              "model.ipynb, figures/ and saved_models/ are never touched")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                        help="continue an interrupted or failed run in RUN_DIR (a runs/<timestamp>/ folder, or an "
+                             "--output-dir folder): the notebook runs again there with that run's parameters and loads "
+                             "the models it already saved; it needs the same code and the same CPU")
     parser.add_argument("--target", type=Path, default=PROJECT_ROOT, metavar="DIR",
                         help="the project folder holding model.ipynb, figures/, saved_models/ and README.md; the "
                              "notebook runs with DIR as its working directory (default: the folder of this script)")
@@ -110,6 +123,12 @@ def parse_arguments(argv=None):
             parser.error(f"--output-dir {arguments.output_dir} is the target itself; drop --output-dir to replace "
                          "the committed results safely, or pick another folder.")
     arguments.parameters = {name: parse_parameter_value(value) for name, value in arguments.parameter}
+    if arguments.resume is not None:
+        try:
+            resume_arguments(arguments)
+        except ValueError as error:
+            parser.error(str(error))
+        return arguments
     # The notebook's own rule: a smoke run, or one that trains nothing, never replaces the committed results.
     if arguments.output_dir is None and (arguments.parameters.get("QUICK") is True
                                          or arguments.parameters.get("TRAIN") is False):
@@ -120,6 +139,51 @@ def parse_arguments(argv=None):
     except ValueError as error:
         parser.error(str(error))
     return arguments
+
+
+def resume_arguments(arguments) -> None:
+    """Point --resume's arguments at the run it continues: its folder, its parameters, whether it promotes.
+
+    Raises ValueError, with the fix, for -p or --output-dir beside --resume, a folder without run.json,
+    changed code, a run that trains nothing, or a notebook without the RESUME parameter.
+    """
+    folder = arguments.resume.resolve()
+    if arguments.parameter or arguments.output_dir is not None:
+        raise ValueError("--resume continues a run with its own parameters and folder; drop -p and --output-dir.")
+    try:
+        record = json.loads((folder / RUN_RECORD).read_text())
+        parameters, code, promotes = record["parameters"], record["code"], record["promote"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{folder / RUN_RECORD} could not be read ({type(error).__name__}: {error}); only a run "
+                         "started by run_notebook.py, whose folder holds it, can be resumed: start a new run.") from None
+    changed = sorted(name for name in set(code) | set(code_fingerprint(arguments.target))
+                     if code.get(name) != code_fingerprint(arguments.target).get(name))
+    if changed:
+        raise ValueError(f"{', '.join(changed)} changed since the run in {folder} started; a resumed run must run "
+                         "the code that trained its models: start a new run (make run).")
+    if parameters.get("TRAIN") is False:
+        raise ValueError(f"the run in {folder} trains nothing (TRAIN False), so there is nothing to resume: run it again.")
+    check_parameters(arguments.target / NOTEBOOK_NAME, {**parameters, "RESUME": True})
+    arguments.parameters = parameters
+    arguments.output_dir = None if promotes else folder
+    arguments.resume = folder
+
+
+# The record of each run in its folder: its parameters, whether it replaces the committed results, and its code.
+RUN_RECORD = "run.json"
+
+
+def code_fingerprint(target: Path) -> dict:
+    """SHA-256 of what the trained models depend on: the notebook's code cells, the modules beside it (all but
+    this script) and requirements.txt. A resumed run must find every one unchanged."""
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    notebook = nbformat.read(target / NOTEBOOK_NAME, as_version=4)
+    code = "\n\0\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    files = [path for path in sorted(target.glob("*.py")) if path.name != Path(__file__).name]
+    files += [path for path in [target / "requirements.txt"] if path.is_file()]
+    return {NOTEBOOK_NAME: digest(code.encode()), **{path.name: digest(path.read_bytes()) for path in files}}
 
 
 def notebook_parameters(notebook: Path) -> list:
@@ -547,7 +611,7 @@ def run(arguments, signals: _Signals) -> int:
     """Execute the notebook, then promote its results unless --output-dir was given; returns the exit status."""
     target, promote_results = arguments.target, arguments.output_dir is None
     if promote_results:
-        output_dir = new_staging_folder(target)
+        output_dir = arguments.resume or new_staging_folder(target)
         nothing_touched = f"The committed {PROMOTED_DESCRIPTION} were not touched."
         plan = "they replace the committed results only if every cell succeeds"
         metrics_path = target / "figures" / "metrics.json"
@@ -561,11 +625,18 @@ def run(arguments, signals: _Signals) -> int:
     output_notebook, log_path = output_dir / NOTEBOOK_NAME, output_dir / LOG_NAME
     last_sections = last_run_section_seconds(
         metrics_path, parameters_in_effect(target / NOTEBOOK_NAME, arguments.parameters))
-    log_path.write_text("")
+    if arguments.resume is None:
+        log_path.write_text("")
+        (output_dir / RUN_RECORD).write_text(json.dumps(
+            {"parameters": arguments.parameters, "promote": promote_results, "code": code_fingerprint(target)}, indent=1))
     # Appending, so that this process and the kernel, which writes into the same file, never overwrite each other.
     with open(log_path, "a", buffering=1) as log:
-        tell(f"Running {shown(target / NOTEBOOK_NAME)} into {shown(output_dir)}/ ({plan}); everything it prints "
-             f"goes to {shown(log_path)}.", log)
+        if arguments.resume is not None:
+            tell(f"\nResuming the run in {shown(output_dir)}/ with its parameters: the models it saved are loaded, the "
+                 f"rest is trained and run ({plan}); everything it prints goes to {shown(log_path)}.", log)
+        else:
+            tell(f"Running {shown(target / NOTEBOOK_NAME)} into {shown(output_dir)}/ ({plan}); everything it prints "
+                 f"goes to {shown(log_path)}.", log)
         if last_sections is None:
             tell(f"No earlier run of this kind in {shown(metrics_path)}: no estimate of the time left yet.", log)
         else:
@@ -581,24 +652,29 @@ def run_logged(arguments, signals, output_dir, output_notebook, log, log_path, l
     console = Console(last_sections)
     signals.install(signals.interrupt)
     started = time.perf_counter()
+    parameters = {**arguments.parameters, **({"RESUME": True} if arguments.resume is not None else {})}
+    # What a failed or interrupted run that trains can do next.
+    resumable = "" if parameters.get("TRAIN") is False else (
+        f" Continue it with `python run_notebook.py --resume {shown(output_dir)}` (same code, same CPU): the models "
+        "it saved are loaded, not trained again.")
     try:
-        execute(target, output_notebook, output_dir, arguments.parameters, console, log)
+        execute(target, output_notebook, output_dir, parameters, console, log)
         # From here on a signal waits until the results are replaced, so the target never holds half of each.
         signals.install(signals.remember)
     except PapermillExecutionError as error:
         log.write(ANSI_CODE.sub("", "\n".join(error.traceback)) + "\n")
-        tell(failure_message(error, output_notebook, log_path, nothing_touched), log, sys.stderr)
+        tell(failure_message(error, output_notebook, log_path, nothing_touched) + resumable, log, sys.stderr)
         tell(f"Failed after {duration(time.perf_counter() - started)}.", log, sys.stderr)
         return 1
     except KeyboardInterrupt:
         tell(f"\nrun_notebook.py: interrupted ({signals.name}) after {duration(time.perf_counter() - started)}. "
-             f"{nothing_touched}{partial_notebook_note(output_notebook)} The log is {shown(log_path)}.",
+             f"{nothing_touched}{partial_notebook_note(output_notebook)} The log is {shown(log_path)}.{resumable}",
              log, sys.stderr)
         return signals.exit_status
     except Exception as error:  # The kernel died or would not start: no cell to blame.
         tell(f"run_notebook.py: the run stopped after {duration(time.perf_counter() - started)}: "
              f"{type(error).__name__}: {error}\n{nothing_touched}{partial_notebook_note(output_notebook)} "
-             f"The log is {shown(log_path)}.", log, sys.stderr)
+             f"The log is {shown(log_path)}.{resumable}", log, sys.stderr)
         return 1
     elapsed = time.perf_counter() - started
     last_run = "" if last_sections is None else f" (the last run of this kind: {duration(sum(last_sections.values()))})"

@@ -1,5 +1,6 @@
 """Executes model.ipynb on real MNIST into temporary folders: a QUICK run on a small slice, the same run
-again (same seed, same numbers), a run without training from the quick run's models, and a run without
+again (same seed, same numbers), the run resumed from part of its models (as an interrupted run leaves
+them: the same numbers again), a run without training from the quick run's models, and a run without
 training from the committed models on the full test set, which must give the committed numbers.
 
 A notebook run keeps about 1.2 of the 2 cores busy (plots, papermill and small batches leave the rest
@@ -8,6 +9,7 @@ from the committed models, execute in a process of their own beside the run the 
 """
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +181,7 @@ def test_metrics_are_well_formed(quick_run):
                 "section_cpu_seconds"):
         assert key in run
     assert run["cpu_seconds"] > 0 and set(run["section_cpu_seconds"]) == set(run["section_seconds"])
+    assert run["resumed"] == []  # a run that was not interrupted loaded nothing of its own
     for name in BASELINE_MODELS + NEW_MODELS:
         entry = metrics["models"][name]
         for key in ("test_accuracy", "test_loss", "params", "epochs", "train_seconds", "best_val_accuracy"):
@@ -334,6 +337,41 @@ def test_same_seed_same_numbers(quick_run, background_runs):
     assert results_of(second) == results_of(first)
     assert second["robustness"] == first["robustness"]
     assert second["adversarial"]["pgd"] == first["adversarial"]["pgd"]  # a seeded attack on the same networks
+
+
+def without_timings(entry):
+    """A metrics entry without what the clock says (seconds, the models a run resumed from): what the seed decides."""
+    if isinstance(entry, dict):
+        return {key: without_timings(value) for key, value in entry.items()
+                if "seconds" not in key and key != "resumed"}
+    if isinstance(entry, list):
+        return [without_timings(value) for value in entry]
+    return entry
+
+
+def test_resumed_run_loads_what_was_saved_trains_the_rest_and_gives_the_same_numbers(quick_run, mnist_dir, tmp_path):
+    """As if the quick run had been interrupted after the residual networks: a run resumed in its folder loads
+    the models saved there, trains the tuner, the tuned CNN and the rest, and gives every number the whole run
+    gave. A saved model from another CPU is refused."""
+    papermill = pytest.importorskip("papermill")
+    first = json.loads((quick_run / "figures" / "metrics.json").read_text())
+    models = tmp_path / "saved_models"
+    shutil.copytree(quick_run / "saved_models", models)
+    never_saved = ["cnn_tuned", *OUTLIER_EXPOSURE_MODELS, "generator"]
+    for path in [models / "tuner.json", *[path for name in never_saved for path in models.glob(f"{name}.*")]]:
+        path.unlink()
+    record = json.loads((models / "dnn.history.json").read_text())
+    (models / "dnn.history.json").write_text(json.dumps({**record, "cpu": "another CPU"}))
+    with pytest.raises(papermill.PapermillExecutionError, match="was trained on another CPU, this machine is"):
+        run_notebook(tmp_path, QUICK=True, RESUME=True, DATA_DIR=str(mnist_dir))
+    (models / "dnn.history.json").write_text(json.dumps(record))
+
+    resumed = run_notebook(tmp_path, QUICK=True, RESUME=True, DATA_DIR=str(mnist_dir))
+    assert resumed["run"]["resumed"] == BASELINE_MODELS + ["cnn_augmented", "resnet", "resnet_seed2", "resnet_seed3"]
+    assert without_timings(resumed) == without_timings(first)
+    # The loaded models' training counts in the run's seconds, in the sections that trained them.
+    assert resumed["run"]["section_cpu_seconds"]["resnet"] >= sum(
+        first["models"][name]["train_cpu_seconds"] for name in ("resnet", "resnet_seed2", "resnet_seed3"))
 
 
 def test_explore_without_training_reproduces_the_run_it_loads(quick_run, mnist_dir, tmp_path):

@@ -189,6 +189,17 @@ def test_section_timer_adds_up_sections():
     assert set(timer.seconds) == {"a", "b"} and all(value >= 0 for value in timer.seconds.values())
 
 
+def test_section_timer_credits_work_done_before_a_resumed_run_to_its_section_and_the_total():
+    timer = helpers.SectionTimer()
+    timer.start("training")
+    timer.credit(100.0, 150.0)
+    timer.start("evaluation")
+    totals = timer.totals()
+    assert totals["section_seconds"]["training"] >= 100.0 and totals["section_cpu_seconds"]["training"] >= 150.0
+    assert totals["total_seconds"] >= 100.0 and totals["cpu_seconds"] >= 150.0
+    assert totals["section_seconds"]["evaluation"] < 100.0
+
+
 def test_readme_results_carry_calibration_and_refusal_when_the_run_has_them(tmp_path):
     metrics = small_metrics()
     metrics["calibration"] = {"cnn_basic": {"temperature": 1.5, "ece_before": 0.004, "ece_after": 0.002,

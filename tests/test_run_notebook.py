@@ -1,6 +1,7 @@
 """run_notebook.py on tiny stand-in projects: a successful run replaces the results as one set; a failed,
-interrupted or incomplete one replaces nothing; --output-dir never touches the target; the console shows
-sections with the time left, epochs, results and a failed cell, and the log holds everything.
+interrupted or incomplete one replaces nothing and can be resumed with the same code; --output-dir never
+touches the target; the console shows sections with the time left, epochs, results and a failed cell, and
+the log holds everything.
 
 The real model.ipynb is never executed here: each test writes a notebook of a few cells that
 writes figures/ and saved_models/ under OUTPUT_DIR the way model.ipynb does.
@@ -23,7 +24,7 @@ import run_notebook
 from conftest import PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / "run_notebook.py"
-PARAMETERS_SOURCE = 'OUTPUT_DIR = "."\nVERSION = "new"'
+PARAMETERS_SOURCE = 'OUTPUT_DIR = "."\nVERSION = "new"\nRESUME = False'
 WRITE_RESULTS_SOURCE = """\
 import json, pathlib
 output = pathlib.Path(OUTPUT_DIR)
@@ -42,6 +43,17 @@ SLOW_SOURCE = """\
 import pathlib, time
 (pathlib.Path(OUTPUT_DIR) / "started").touch()
 time.sleep(120)"""
+# The first model of a run: trained and saved, then the run stops; resumed, it loads the saved one.
+SITTINGS_SOURCE = """\
+import pathlib
+models = pathlib.Path(OUTPUT_DIR) / "saved_models"
+models.mkdir(parents=True, exist_ok=True)
+first = models / "first.keras"
+if RESUME:
+    print("first: loaded, trained before the interruption as", first.read_text())
+else:
+    first.write_text(VERSION)
+    raise ValueError("stopped on purpose after the first model")"""
 OLD_README = "# Fake project\n\n<!-- results:start -->\nold table\n<!-- results:end -->\n\nThe end.\n"
 
 
@@ -406,3 +418,46 @@ def test_failed_cell_is_named_with_its_section_and_error_and_the_log_holds_the_t
     log = (tmp_path / "explore" / "log.txt").read_text()
     traceback = log.split("Ending Cell 5")[-1]
     assert "Traceback" in traceback and 'raise ValueError("no writers' in traceback and "second line" in traceback
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parameters", [[], ["-p", "VERSION", "custom"]])
+def test_failed_run_resumes_with_its_parameters_and_keeps_what_it_saved(tmp_path, parameters):
+    project = make_project(tmp_path / "project", SITTINGS_SOURCE, WRITE_RESULTS_SOURCE)
+    before = snapshot(project)
+    first = run_script(project, *parameters)
+    assert first.returncode == 1 and snapshot(project) == before
+    [staging] = (project / "runs").iterdir()
+    assert f"Continue it with `python run_notebook.py --resume {staging.relative_to(tmp_path)}`" in first.stderr
+
+    resumed = run_script(project, "--resume", str(staging))
+    assert resumed.returncode == 0, resumed.stderr
+    version = "custom" if parameters else "new"
+    # The model of the first sitting was kept, the rest trained with the same parameters, and all promoted.
+    assert (project / "saved_models" / "first.keras").read_text() == version
+    assert (project / "saved_models" / "tiny.keras").read_text() == version
+    notebook = nbformat.read(project / "model.ipynb", as_version=4)
+    assert f"trained before the interruption as {version}" in notebook.cells[-2].outputs[0].text
+    # RESUME only steered this run: the notebook shows the parameters the run was started with.
+    injected = "".join(cell.source for cell in injected_cells(notebook))
+    assert "RESUME" not in injected and ('VERSION = "custom"' in injected) == bool(parameters)
+    log = (staging / "log.txt").read_text()
+    assert "stopped on purpose" in log and "Resuming the run in" in log
+    assert sorted(path.name for path in staging.iterdir()) == ["log.txt"]
+
+
+def test_resume_is_refused_with_other_code_parameters_or_no_run_record(tmp_path, capsys):
+    project = make_project(tmp_path / "project", SITTINGS_SOURCE, WRITE_RESULTS_SOURCE)
+    assert run_script(project).returncode == 1
+    [staging] = (project / "runs").iterdir()
+    changed = notebook_of(SITTINGS_SOURCE, WRITE_RESULTS_SOURCE.replace("tiny", "other"))
+    nbformat.write(changed, project / "model.ipynb")
+    (project / "helpers.py").write_text("# a module the notebook would import")
+    for arguments, expected in [(["--resume", str(staging)], "helpers.py, model.ipynb changed since the run in"),
+                                (["--resume", str(staging), "-p", "VERSION", "x"], "drop -p and --output-dir"),
+                                (["--resume", str(project)], "run.json could not be read")]:
+        with pytest.raises(SystemExit) as exit_info:
+            run_notebook.main(["--target", str(project), *arguments])
+        assert exit_info.value.code == 2
+        assert expected in capsys.readouterr().err
+    assert sorted(path.name for path in staging.iterdir()) == ["log.txt", "model.ipynb", "run.json", "saved_models"]
