@@ -156,8 +156,8 @@ def resume_arguments(arguments) -> None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{folder / RUN_RECORD} could not be read ({type(error).__name__}: {error}); only a run "
                          "started by run_notebook.py, whose folder holds it, can be resumed: start a new run.") from None
-    changed = sorted(name for name in set(code) | set(code_fingerprint(arguments.target))
-                     if code.get(name) != code_fingerprint(arguments.target).get(name))
+    now = code_fingerprint(arguments.target)
+    changed = sorted(name for name in set(code) | set(now) if code.get(name) != now.get(name))
     if changed:
         raise ValueError(f"{', '.join(changed)} changed since the run in {folder} started; a resumed run must run "
                          "the code that trained its models: start a new run (make run).")
