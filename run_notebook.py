@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime
 import hashlib
 import json
@@ -481,7 +482,7 @@ def promote(staging: Path, target: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def update_readme(target: Path) -> str:
+def update_readme(target: Path, log) -> str:
     """Rewrite the README's results table from the promoted figures/metrics.json; returns what was done."""
     readme, metrics_path = target / "README.md", target / "figures" / "metrics.json"
     if not readme.is_file():
@@ -494,11 +495,30 @@ def update_readme(target: Path) -> str:
     metrics = json.loads(metrics_path.read_text())
     if metrics.get("run", {}).get("quick"):
         return "a QUICK run says nothing about the models: README results table left as it was."
-    # Imported here, not at the top: helpers loads TensorFlow, which only this step needs.
-    import helpers
+    # Imported here, not at the top: helpers loads TensorFlow, which only this step needs. Its C++ start-up lines
+    # (absl, the CUDA probe) are printed whatever TF_CPP_MIN_LOG_LEVEL says: they go to the log, not the console.
+    with native_output_into(log):
+        import helpers
 
     helpers.update_readme_results(readme, metrics, start=RESULTS_START, end=RESULTS_END)
     return f"{shown(readme)}: results table rewritten from {shown(metrics_path)}."
+
+
+@contextlib.contextmanager
+def native_output_into(log):
+    """Send what C++ code writes to this process's stdout and stderr into log for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log.flush()
+    saved = {descriptor: os.dup(descriptor) for descriptor in (1, 2)}
+    try:
+        for descriptor in saved:
+            os.dup2(log.fileno(), descriptor)
+        yield
+    finally:
+        for descriptor, copy in saved.items():
+            os.dup2(copy, descriptor)
+            os.close(copy)
 
 
 # ==================== Main ============================================================
@@ -699,7 +719,7 @@ def run_logged(arguments, signals, output_dir, output_notebook, log, log_path, l
             leftover.unlink(missing_ok=True)
     status = 0
     try:
-        tell(update_readme(target), log)
+        tell(update_readme(target, log), log)
     except Exception as error:  # The results are in place; only the README table is behind.
         tell(f"run_notebook.py: the new results are in place, but {shown(target / 'README.md')} was not "
              f"updated: {type(error).__name__}: {error}\nFix that, then rewrite only the table with: python -c "
