@@ -1,17 +1,18 @@
-"""Executes model.ipynb on real MNIST into temporary folders: a QUICK run on a small slice, the same run
-again (same seed, same numbers), the run resumed from part of its models (as an interrupted run leaves
-them: the same numbers again), a run without training from the quick run's models, and a run without
-training from the committed models on the full test set, which must give the committed numbers.
+"""Executes model.ipynb on real MNIST into temporary folders: a QUICK run on a small slice; the run resumed from
+part of its models (as an interrupted run leaves them), which must retrain the rest to the same numbers (same seed,
+same numbers); and a run without training from the quick run's models. The committed models must give the
+committed numbers on the full test set.
 
-A notebook run keeps about 1.2 of the 2 cores busy (plots, papermill and small batches leave the rest
-idle), so runs that do not depend on each other go two at a time: the second quick run, and then the run
-from the committed models, execute in a process of their own beside the run the tests wait on.
+A notebook run keeps about 1.1 of the 2 cores busy (plots, papermill and small batches leave the rest idle), so
+work that does not depend on it goes beside it: the quick run starts in a process of its own when the module
+starts, while the committed models are measured, and the run without training goes beside the resumed run.
 """
 
 import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,35 +99,101 @@ def results_of(metrics):
             for key in ("test_accuracy", "test_loss")}
 
 
-# The run from the committed models: the attacks, the embedding and the adaptation measured on less than the
-# full run does (their numbers are not compared), so the test stays a few minutes shorter.
-COMMITTED_MODELS_RUN = {"TRAIN": False, "EMBEDDING_DIGITS": 500,
-                        "ADVERSARIAL": {"digits": 100, "epsilons": [0, 0.1], "pgd_steps": 10, "reader_epsilons": [0.1]},
-                        "ADAPTATION": {"examples_per_digit": [1], "draws": 1, "validation_draws": 1, "pulls": [1.0, 10.0],
-                                       "shifted_copies": [False, True], "minimum_per_digit": 6,
-                                       "validation_mnist_writers": 3}}
+# The quick run's settings: QUICK, with the distortions and the attacks cut to the strongest of each (the same code,
+# fewer numbers), which keeps each of this module's notebook runs about a minute shorter.
+QUICK_RUN = {"QUICK": True,
+             "ROBUSTNESS_AMOUNTS": {"rotation": [0, 45], "shift": [0, 6], "blur": [0, 2.0], "noise": [0, 0.4]},
+             "ADVERSARIAL": {"digits": 100, "epsilons": [0, 0.3], "pgd_steps": 3, "reader_epsilons": [0.3]}}
+# What the quick run has saved, in this order, when its first residual network is done: the resumed run starts there.
+SAVED_BEFORE_THE_INTERRUPTION = BASELINE_MODELS + ["cnn_augmented", "resnet"]
 
 
 @pytest.fixture(scope="module")
-def background_runs():
-    """The runs that need nothing from the quick run, each started when the cores have room for it."""
+def background_runs(request, mnist_dir, tmp_path_factory):
+    """The quick run, started in a process of its own as soon as the module starts if a selected test needs it."""
     runs = {}
+    if any("quick_run" in item.fixturenames for item in request.session.items):
+        runs["quick run"] = BackgroundRun(tmp_path_factory.mktemp("quick_run"), DATA_DIR=str(mnist_dir), **QUICK_RUN)
     yield runs
     for run in runs.values():
         run.stop()
 
 
 @pytest.fixture(scope="module")
-def quick_run(mnist_dir, tmp_path_factory, background_runs):
-    # The same run a second time, beside the first (test_same_seed_same_numbers compares them).
-    background_runs["second quick run"] = BackgroundRun(tmp_path_factory.mktemp("second_quick_run"), QUICK=True,
-                                                        DATA_DIR=str(mnist_dir))
-    output_dir = tmp_path_factory.mktemp("quick_run")
-    run_notebook(output_dir, QUICK=True, DATA_DIR=str(mnist_dir))
-    # The run from the committed models goes beside the run from the quick run's models.
-    background_runs["committed models"] = BackgroundRun(tmp_path_factory.mktemp("committed_models_run"),
-                                                        DATA_DIR=str(mnist_dir), **COMMITTED_MODELS_RUN)
+def resumed_run(background_runs, mnist_dir, tmp_path_factory):
+    """The quick run's folder as it was when its first residual network had been saved, resumed in a process of
+    its own beside the quick run; before that, the same folder with its first model from another CPU is refused."""
+    papermill = pytest.importorskip("papermill")
+    quick = background_runs["quick run"]
+    saved = quick.output_dir / "saved_models"
+    while not (saved / f"{SAVED_BEFORE_THE_INTERRUPTION[-1]}.history.json").is_file():  # written last, atomically
+        assert quick.process.poll() is None, quick.metrics()
+        time.sleep(1)
+    output_dir = tmp_path_factory.mktemp("resumed_run")
+    models = output_dir / "saved_models"
+    models.mkdir()
+    for name in SAVED_BEFORE_THE_INTERRUPTION:
+        for suffix in (".keras", ".history.json"):
+            shutil.copy2(saved / f"{name}{suffix}", models)
+    record = json.loads((models / "dnn.history.json").read_text())
+    (models / "dnn.history.json").write_text(json.dumps({**record, "cpu": "another CPU"}))
+    with pytest.raises(papermill.PapermillExecutionError, match="was trained on another CPU, this machine is"):
+        run_notebook(output_dir, RESUME=True, DATA_DIR=str(mnist_dir), **QUICK_RUN)
+    (models / "dnn.history.json").write_text(json.dumps(record))
+    background_runs["resumed"] = BackgroundRun(output_dir, RESUME=True, DATA_DIR=str(mnist_dir), **QUICK_RUN)
+    return background_runs["resumed"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(background_runs, resumed_run, mnist_dir, tmp_path_factory):
+    """The quick run's folder, once it has finished. The resumed run (resumed_run) is started before this waits."""
+    background_runs["quick run"].metrics()
+    output_dir = background_runs["quick run"].output_dir
+    # The run without training from its models goes beside the resumed run.
+    background_runs["explore"] = BackgroundRun(tmp_path_factory.mktemp("explore_run"), TRAIN=False, DATA_DIR=str(mnist_dir),
+                                               SAVED_MODELS_DIR=str(output_dir / "saved_models"), **QUICK_RUN)
     return output_dir
+
+
+def test_committed_models_give_the_committed_numbers(mnist_dir, background_runs):
+    """The committed saved_models/ and figures/metrics.json belong together: every committed model, loaded as a run
+    without training loads it, gives its committed test accuracy on the full test set to within 0.0001, the ensembles
+    as the mean of their members' probabilities, and so does each model at the strongest distortion of each kind."""
+    import helpers
+    import reader
+
+    committed = json.loads((PROJECT_ROOT / "figures" / "metrics.json").read_text())
+    assert committed["run"]["quick"] is False
+    _, (test_images, test_labels) = helpers.load_mnist(mnist_dir)
+    inputs = helpers.to_model_input(test_images)
+    assert committed["run"]["test_images"] == len(inputs)
+    models = {name: reader.load_model(PROJECT_ROOT / "saved_models" / f"{name}.keras")
+              for name, entry in committed["models"].items() if "members" not in entry}
+
+    def accuracies(images, names):
+        probabilities = {name: models[name].predict(images, batch_size=1024, verbose=0) for name in names if name in models}
+        for name in names:
+            if name not in models:
+                probabilities[name] = np.mean([probabilities[member] for member in committed["models"][name]["members"]],
+                                              axis=0)
+        return {name: helpers.accuracy(probabilities[name], test_labels) for name in names}
+
+    measured = accuracies(inputs, list(committed["models"]))
+    assert measured == pytest.approx({name: entry["test_accuracy"] for name, entry in committed["models"].items()},
+                                     abs=1e-4)
+    for kind, entry in committed["robustness"].items():
+        strongest = helpers.perturb_images(inputs, kind, entry["amounts"][-1], seed=committed["run"]["seed"])
+        measured = accuracies(strongest, list(entry["models"]))
+        assert measured == pytest.approx({name: values[-1] for name, values in entry["models"].items()}, abs=1e-4), kind
+
+
+def test_explore_without_saved_models_names_the_file_and_the_fix(mnist_dir, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    empty, output = tmp_path / "no_models", tmp_path / "out"
+    empty.mkdir()
+    output.mkdir()
+    with pytest.raises(papermill.PapermillExecutionError, match=r"dnn\.keras: no such saved model; run `make run`"):
+        run_notebook(output, QUICK=True, TRAIN=False, DATA_DIR=str(mnist_dir), SAVED_MODELS_DIR=str(empty))
 
 
 def test_notebook_runs_without_errors(quick_run):
@@ -330,15 +397,6 @@ def test_saved_models_reload_and_predict(quick_run, mnist_dir):
     assert json.loads((quick_run / "saved_models" / "tuner.json").read_text())["trials"]
 
 
-def test_same_seed_same_numbers(quick_run, background_runs):
-    """With DETERMINISTIC (the default), a second run gives every model exactly the same results."""
-    first = json.loads((quick_run / "figures" / "metrics.json").read_text())
-    second = background_runs["second quick run"].metrics()
-    assert results_of(second) == results_of(first)
-    assert second["robustness"] == first["robustness"]
-    assert second["adversarial"]["pgd"] == first["adversarial"]["pgd"]  # a seeded attack on the same networks
-
-
 def without_timings(entry):
     """A metrics entry without what the clock says (seconds, the models a run resumed from): what the seed decides."""
     if isinstance(entry, dict):
@@ -349,35 +407,24 @@ def without_timings(entry):
     return entry
 
 
-def test_resumed_run_loads_what_was_saved_trains_the_rest_and_gives_the_same_numbers(quick_run, mnist_dir, tmp_path):
-    """As if the quick run had been interrupted after the residual networks: a run resumed in its folder loads
-    the models saved there, trains the tuner, the tuned CNN and the rest, and gives every number the whole run
-    gave. A saved model from another CPU is refused."""
-    papermill = pytest.importorskip("papermill")
+def test_resumed_run_loads_what_was_saved_trains_the_rest_and_gives_the_same_numbers(quick_run, resumed_run):
+    """As if the quick run had been interrupted after its first residual network: a run resumed in a copy of its
+    folder as it was then loads the models saved there, trains the other residual networks, the tuner, the tuned
+    CNN and the rest, and gives every number the whole run gave: the same seed trains them to the same numbers.
+    A saved model from another CPU is refused (resumed_run)."""
     first = json.loads((quick_run / "figures" / "metrics.json").read_text())
-    models = tmp_path / "saved_models"
-    shutil.copytree(quick_run / "saved_models", models)
-    never_saved = ["cnn_tuned", *OUTLIER_EXPOSURE_MODELS, "generator"]
-    for path in [models / "tuner.json", *[path for name in never_saved for path in models.glob(f"{name}.*")]]:
-        path.unlink()
-    record = json.loads((models / "dnn.history.json").read_text())
-    (models / "dnn.history.json").write_text(json.dumps({**record, "cpu": "another CPU"}))
-    with pytest.raises(papermill.PapermillExecutionError, match="was trained on another CPU, this machine is"):
-        run_notebook(tmp_path, QUICK=True, RESUME=True, DATA_DIR=str(mnist_dir))
-    (models / "dnn.history.json").write_text(json.dumps(record))
-
-    resumed = run_notebook(tmp_path, QUICK=True, RESUME=True, DATA_DIR=str(mnist_dir))
-    assert resumed["run"]["resumed"] == BASELINE_MODELS + ["cnn_augmented", "resnet", "resnet_seed2", "resnet_seed3"]
+    resumed = resumed_run.metrics()
+    assert resumed["run"]["resumed"] == SAVED_BEFORE_THE_INTERRUPTION
     assert without_timings(resumed) == without_timings(first)
-    # The loaded models' training counts in the run's seconds, in the sections that trained them.
+    # The loaded model's training counts in the run's seconds, in the section that trained it, beside those trained now.
+    assert resumed["models"]["resnet"]["train_cpu_seconds"] == first["models"]["resnet"]["train_cpu_seconds"]
     assert resumed["run"]["section_cpu_seconds"]["resnet"] >= sum(
-        first["models"][name]["train_cpu_seconds"] for name in ("resnet", "resnet_seed2", "resnet_seed3"))
+        resumed["models"][name]["train_cpu_seconds"] for name in ("resnet", "resnet_seed2", "resnet_seed3"))
 
 
-def test_explore_without_training_reproduces_the_run_it_loads(quick_run, mnist_dir, tmp_path):
+def test_explore_without_training_reproduces_the_run_it_loads(quick_run, background_runs):
     first = json.loads((quick_run / "figures" / "metrics.json").read_text())
-    explored = run_notebook(tmp_path, QUICK=True, TRAIN=False, DATA_DIR=str(mnist_dir),
-                            SAVED_MODELS_DIR=str(quick_run / "saved_models"))
+    explored, explore_dir = background_runs["explore"].metrics(), background_runs["explore"].output_dir
     assert explored["run"]["train"] is False
     assert results_of(explored) == pytest.approx(results_of(first), abs=1e-6)
     for name, entry in explored["models"].items():
@@ -388,48 +435,6 @@ def test_explore_without_training_reproduces_the_run_it_loads(quick_run, mnist_d
     assert explored["generative"]["ensemble_accuracy_on_generated"] == pytest.approx(first["generative"]["ensemble_accuracy_on_generated"], abs=1e-6)
     for key in ("train_on_synthetic_test_accuracy", "low_label", "train_cpu_seconds", "trials"):
         assert explored["generative"][key] == first["generative"][key], key
-    missing = [name for name in EXPECTED_FIGURES if not (tmp_path / "figures" / f"{name}.png").is_file()]
+    missing = [name for name in EXPECTED_FIGURES if not (explore_dir / "figures" / f"{name}.png").is_file()]
     assert missing == []
-    assert not list((tmp_path / "saved_models").glob("*.keras"))  # nothing was trained, nothing saved
-
-
-def test_explore_without_saved_models_names_the_file_and_the_fix(mnist_dir, tmp_path):
-    papermill = pytest.importorskip("papermill")
-    empty, output = tmp_path / "no_models", tmp_path / "out"
-    empty.mkdir()
-    output.mkdir()
-    with pytest.raises(papermill.PapermillExecutionError, match=r"dnn\.keras: no such saved model; run `make run`"):
-        run_notebook(output, QUICK=True, TRAIN=False, DATA_DIR=str(mnist_dir), SAVED_MODELS_DIR=str(empty))
-
-
-def test_committed_models_give_the_committed_numbers(mnist_dir, background_runs, tmp_path):
-    """The committed saved_models/ and figures/metrics.json belong together: a run without training
-    on the full test set gives every committed test accuracy to within 0.0001."""
-    committed = json.loads((PROJECT_ROOT / "figures" / "metrics.json").read_text())
-    assert committed["run"]["quick"] is False
-    if "committed models" not in background_runs:  # this test runs without the quick run
-        background_runs["committed models"] = BackgroundRun(tmp_path / "run", DATA_DIR=str(mnist_dir),
-                                                            **COMMITTED_MODELS_RUN)
-    explored = background_runs["committed models"].metrics()
-    assert explored["run"]["test_images"] == 10000
-    for name, entry in committed["models"].items():
-        assert explored["models"][name]["test_accuracy"] == pytest.approx(entry["test_accuracy"], abs=1e-4), name
-    # The committed figures' other numbers come back too.
-    for kind, entry in committed["robustness"].items():
-        for name, accuracies in entry["models"].items():
-            assert explored["robustness"][kind]["models"][name] == pytest.approx(accuracies, abs=1e-4), (kind, name)
-    for name, scores in committed["cross_dataset"]["models"].items():
-        assert explored["cross_dataset"]["models"][name] == pytest.approx(scores, abs=1e-4), name
-    # The committed generator draws the same digits, which the committed ensemble reads as before.
-    assert explored["generative"]["ensemble_accuracy_on_generated"] == pytest.approx(
-        committed["generative"]["ensemble_accuracy_on_generated"], abs=1e-4)
-
-
-def test_quick_run_refuses_to_overwrite_the_committed_results(tmp_path):
-    papermill = pytest.importorskip("papermill")
-    with pytest.raises(papermill.PapermillExecutionError, match="QUICK=True, TRAIN=True would overwrite the committed"):
-        papermill.execute_notebook(
-            str(PROJECT_ROOT / "model.ipynb"), str(tmp_path / "refused.ipynb"),
-            parameters={"QUICK": True, "OUTPUT_DIR": "."}, cwd=str(PROJECT_ROOT),
-            kernel_name="python3", progress_bar=False,
-        )
+    assert not list((explore_dir / "saved_models").glob("*.keras"))  # nothing was trained, nothing saved
