@@ -1,7 +1,7 @@
 """Executes model.ipynb on real MNIST into temporary folders: a QUICK run on a small slice; the run resumed from
 part of its models (as an interrupted run leaves them), which must retrain the rest to the same numbers (same seed,
-same numbers); and a run without training from the quick run's models, on a machine without the shared data. The committed models must give the
-committed numbers on the full test set.
+same numbers); and a run without training from the quick run's models, on a machine without the shared data.
+The committed models must give the committed numbers on the full test set.
 
 A notebook run keeps about 1.1 of the 2 cores busy (plots, papermill and small batches leave the rest idle), so
 work that does not depend on it goes beside it: the quick run starts in a process of its own when the module
