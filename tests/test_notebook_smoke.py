@@ -160,7 +160,12 @@ def quick_run(background_runs, resumed_run, mnist_dir, tmp_path_factory):
 def test_committed_models_give_the_committed_numbers(mnist_dir, background_runs):
     """The committed saved_models/ and figures/metrics.json belong together: every committed model, loaded as a run
     without training loads it, gives its committed test accuracy on the full test set to within 0.0001, the ensembles
-    as the mean of their members' probabilities, and so does each model at the strongest distortion of each kind."""
+    as the mean of their members' probabilities, and so does each model at the strongest distortion of each kind, on
+    scikit-learn's digits, and the ensemble on the committed generator's digits. First in the module
+    (background_runs): the quick run trains beside it."""
+    from sklearn.datasets import load_digits
+
+    import generative
     import helpers
     import reader
 
@@ -172,21 +177,47 @@ def test_committed_models_give_the_committed_numbers(mnist_dir, background_runs)
     models = {name: reader.load_model(PROJECT_ROOT / "saved_models" / f"{name}.keras")
               for name, entry in committed["models"].items() if "members" not in entry}
 
-    def accuracies(images, names):
-        probabilities = {name: models[name].predict(images, batch_size=1024, verbose=0) for name in names if name in models}
+    def accuracies(images, labels, names):
+        probabilities = {name: reader.predict_digits(models[name], images)[1] for name in names if name in models}
         for name in names:
             if name not in models:
                 probabilities[name] = np.mean([probabilities[member] for member in committed["models"][name]["members"]],
                                               axis=0)
-        return {name: helpers.accuracy(probabilities[name], test_labels) for name in names}
+        return {name: helpers.accuracy(probabilities[name], labels) for name in names}
 
-    measured = accuracies(inputs, list(committed["models"]))
+    measured = accuracies(inputs, test_labels, list(committed["models"]))
     assert measured == pytest.approx({name: entry["test_accuracy"] for name, entry in committed["models"].items()},
                                      abs=1e-4)
     for kind, entry in committed["robustness"].items():
         strongest = helpers.perturb_images(inputs, kind, entry["amounts"][-1], seed=committed["run"]["seed"])
-        measured = accuracies(strongest, list(entry["models"]))
+        measured = accuracies(strongest, test_labels, list(entry["models"]))
         assert measured == pytest.approx({name: values[-1] for name, values in entry["models"].items()}, abs=1e-4), kind
+    # Digits from elsewhere, prepared the MNIST way, as the notebook's cross-dataset section does.
+    other = load_digits()
+    other_inputs = {"naive_resize": helpers.naive_resize(other.images),
+                    "prepared": np.stack([reader.prepare_digit_image(image) for image in other.images])[..., np.newaxis]}
+    for method, images in other_inputs.items():
+        measured = accuracies(images, other.target, list(committed["cross_dataset"]["models"]))
+        assert measured == pytest.approx({name: scores[method] for name, scores in committed["cross_dataset"]["models"].items()},
+                                         abs=1e-4), method
+    # The committed generator draws the same digits, which the committed ensemble reads as before.
+    generated = committed["generative"]
+    generated_labels = np.arange(generated["digits"]) % 10
+    generated_images = generative.generate(reader.load_model(PROJECT_ROOT / "saved_models" / "generator.keras"),
+                                           generated_labels, committed["run"]["seed"])
+    members = committed["models"]["ensemble"]["members"]
+    assert accuracies(generated_images, generated_labels, [*members, "ensemble"])["ensemble"] == pytest.approx(
+        generated["ensemble_accuracy_on_generated"], abs=1e-4)
+
+
+def test_quick_run_refuses_to_overwrite_the_committed_results(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    with pytest.raises(papermill.PapermillExecutionError, match="QUICK=True, TRAIN=True would overwrite the committed"):
+        papermill.execute_notebook(
+            str(PROJECT_ROOT / "model.ipynb"), str(tmp_path / "refused.ipynb"),
+            parameters={"QUICK": True, "OUTPUT_DIR": "."}, cwd=str(PROJECT_ROOT),
+            kernel_name="python3", progress_bar=False,
+        )
 
 
 def test_explore_without_saved_models_names_the_file_and_the_fix(mnist_dir, tmp_path):
@@ -425,9 +456,9 @@ def test_resumed_run_loads_what_was_saved_trains_the_rest_and_gives_the_same_num
 
 
 def test_explore_without_training_reproduces_the_run_it_loads(quick_run, background_runs):
-    first = json.loads((quick_run / "figures" / "metrics.json").read_text())
     """Without training, the quick run's models give its numbers again, on a machine without the shared data (the
     models' test accuracies do not depend on it); the views that need the shared data are left out."""
+    first = json.loads((quick_run / "figures" / "metrics.json").read_text())
     explored, explore_dir = background_runs["explore"].metrics(), background_runs["explore"].output_dir
     assert explored["run"]["train"] is False
     assert explored["run"]["validation_split_by"] != "writer" and explored["writers"] is None

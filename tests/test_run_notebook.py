@@ -275,18 +275,18 @@ def test_injected_cell_is_dropped_or_keeps_only_the_parameters_given(tmp_path):
 
 def test_readme_update_is_skipped_without_markers_readme_or_for_quick_runs(tmp_path):
     project = make_project(tmp_path / "project")
-    log = open(tmp_path / "log.txt", "w")
-    (project / "figures" / "metrics.json").write_text('{"run": {"quick": true}, "models": {}}')
-    assert "QUICK run" in run_notebook.update_readme(project, log)
-    assert (project / "README.md").read_text() == OLD_README
+    with open(tmp_path / "log.txt", "w") as log:
+        (project / "figures" / "metrics.json").write_text('{"run": {"quick": true}, "models": {}}')
+        assert "QUICK run" in run_notebook.update_readme(project, log)
+        assert (project / "README.md").read_text() == OLD_README
 
-    (project / "README.md").write_text("# No markers here\n")
-    assert "has no <!-- results:start -->" in run_notebook.update_readme(project, log)
-    assert (project / "README.md").read_text() == "# No markers here\n"
+        (project / "README.md").write_text("# No markers here\n")
+        assert "has no <!-- results:start -->" in run_notebook.update_readme(project, log)
+        assert (project / "README.md").read_text() == "# No markers here\n"
 
-    (project / "README.md").unlink()
-    assert "no README.md" in run_notebook.update_readme(project, log)
-    assert not (project / "README.md").exists()
+        (project / "README.md").unlink()
+        assert "no README.md" in run_notebook.update_readme(project, log)
+        assert not (project / "README.md").exists()
 
 
 # ==================== The console and the log ===========================================
